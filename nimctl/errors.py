@@ -1,0 +1,70 @@
+"""One error hierarchy, one JSON shape.
+
+Every refusal nimctl emits, and every error vLLM raises, reaches the client as
+``{"error": {"message", "type", "param", "code"}}`` — the shape vLLM's own server returns, so
+clients that already parse vLLM/NIM errors need no change. The status lives on the class so that
+raising code never has to pick a number.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NimError(Exception):
+    """A failure that maps to one HTTP status and one error body."""
+
+    status: int = 500
+    error_type: str = "InternalServerError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if status is not None:
+            self.status = status
+        if error_type is not None:
+            self.error_type = error_type
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.error_type, self.status, self.param)
+
+
+class BadRequestError(NimError):
+    status = 400
+    error_type = "BadRequestError"
+
+
+class AuthenticationError(NimError):
+    status = 401
+    error_type = "AuthenticationError"
+
+
+class NotFoundError(NimError):
+    status = 404
+    error_type = "NotFoundError"
+
+
+class PayloadTooLargeError(NimError):
+    status = 413
+    error_type = "PayloadTooLargeError"
+
+
+class ServiceUnavailableError(NimError):
+    status = 503
+    error_type = "ServiceUnavailableError"
+
+
+def error_body(message: str, error_type: str, code: int, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+class ConfigError(Exception):
+    """A setting or profile that cannot work; start-up stops with this one-line message."""

@@ -1,0 +1,326 @@
+"""Model profiles: one validated YAML file per model, selected by name, id or hardware.
+
+A profile is data, not code: the model source and served id, the vLLM engine arguments, the
+parsers, NIM's per-model defaults (image and video limits, formats, shared memory) and the GPUs
+it needs. Like NIM's, each profile has a stable id, the SHA-256 of its resolved content, so that a
+deployment pinned to an id notices when the profile it meant has changed.
+
+A profile may ``extends:`` another: the parent's mapping is deep-merged under the child's
+(mappings merge, everything else is replaced), then the result is validated as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nimctl.errors import ConfigError
+from nimctl.settings import NimSettings
+
+TINY_PROFILE = "tiny"
+BUILTIN_SCHEME = "builtin:"
+ImageFormat = Literal["gif", "jpeg", "png", "webp", "bmp"]
+
+# Engine arguments that a profile states through its own fields, so that one value feeds
+# both the guard and vLLM and cannot disagree.
+_OWNED_ENGINE_ARGS = {
+    "model": "model",
+    "served_model_name": "served_model_name",
+    "limit_mm_per_prompt": "max_images_per_prompt / max_videos_per_prompt",
+    "reasoning_parser": "reasoning_parser",
+    "tool_call_parser": "tool_call_parser",
+    "enable_auto_tool_choice": "tool_call_parser",
+    "chat_template": "chat_template",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hardware(_Strict):
+    """What the profile needs to run; `gpus: 0` means it runs on CPU."""
+
+    gpus: int = Field(0, ge=0, description="GPUs needed: tensor x pipeline parallel size.")
+    gpu_memory_gib: float = Field(0, ge=0, description="Memory each GPU needs, GiB.")
+    precision: str = Field("bf16", description="Weight precision, e.g. fp8, bf16, fp32.")
+    weights_gib: float = Field(0, ge=0, description="Size of the weights, GiB.")
+
+
+class Profile(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    description: str = ""
+    model: str = Field(min_length=1, description="HF id, local directory or builtin:<name>.")
+    served_model_name: str = Field(min_length=1)
+    license: str | None = None
+    shm_size: str = Field(pattern=r"^[0-9]+(GB|GiB|MB|MiB)$")
+    max_images_per_prompt: int = Field(ge=0)
+    max_videos_per_prompt: int = Field(0, ge=0)
+    image_formats: tuple[ImageFormat, ...] = ("gif", "jpeg", "png")
+    reasoning_parser: str | None = None
+    reasoning_default: bool = Field(
+        False, description="Whether the model reasons when a request does not say."
+    )
+    tool_call_parser: str | None = None
+    chat_template: str | None = None
+    default_chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    hardware: Hardware = Hardware()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        for key, field in _OWNED_ENGINE_ARGS.items():
+            if key in self.engine_args:
+                raise ValueError(f"engine_args.{key} is set through the profile field {field}")
+        if self.reasoning_default and not self.reasoning_parser:
+            raise ValueError("reasoning_default needs a reasoning_parser")
+        if self.hardware.gpus and self.hardware.gpus != self.parallel_size:
+            raise ValueError(
+                f"hardware.gpus={self.hardware.gpus} but tensor x pipeline parallel size is "
+                f"{self.parallel_size}"
+            )
+        return self
+
+    @property
+    def parallel_size(self) -> int:
+        args = self.engine_args
+        return int(args.get("tensor_parallel_size", 1)) * int(args.get("pipeline_parallel_size", 1))
+
+    @property
+    def tag(self) -> str:
+        """NIM-style runtime tag, e.g. `vllm-fp8-tp8-pp1`."""
+        args = self.engine_args
+        device = "" if self.hardware.gpus else "cpu-"
+        return (
+            f"vllm-{device}{self.hardware.precision}-tp{args.get('tensor_parallel_size', 1)}"
+            f"-pp{args.get('pipeline_parallel_size', 1)}"
+        )
+
+    def content_id(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    memory_gib: float
+
+
+@dataclass(frozen=True)
+class Fit:
+    ok: bool
+    reason: str
+
+
+def fit(profile: Profile, gpus: Sequence[Gpu]) -> Fit:
+    """Can this machine run the profile? The answer names what is missing."""
+    need = profile.hardware.gpus
+    if need == 0:
+        return Fit(True, "runs on CPU")
+    if len(gpus) < need:
+        return Fit(False, f"needs {need} GPU(s), {len(gpus)} visible")
+    per_gpu = profile.hardware.gpu_memory_gib
+    small = [g for g in gpus if g.memory_gib < per_gpu]
+    if len(gpus) - len(small) < need:
+        return Fit(
+            False,
+            f"needs {need} GPU(s) with >= {per_gpu:g} GiB each; "
+            f"{len(gpus) - len(small)} of {len(gpus)} have that much",
+        )
+    return Fit(True, f"uses {need} of {len(gpus)} GPU(s)")
+
+
+class ProfileStore:
+    """The profiles known to this installation, resolved, validated and indexed by id."""
+
+    def __init__(self, profiles: Iterable[Profile]) -> None:
+        self._by_name = {p.name: p for p in profiles}
+        self._ids = {name: p.content_id() for name, p in self._by_name.items()}
+
+    @classmethod
+    def load(cls, directories: Sequence[Path]) -> ProfileStore:
+        raw: dict[str, dict[str, Any]] = {}
+        origin: dict[str, Path] = {}
+        for directory in directories:
+            if not directory.is_dir():
+                raise ConfigError(f"profile directory {directory} does not exist")
+            for path in sorted(directory.glob("*.yaml")):
+                data = _read_yaml(path)
+                name = data.get("name", path.stem)
+                if name != path.stem:
+                    raise ConfigError(f"{path}: name {name!r} must match the file name")
+                if name in raw:
+                    raise ConfigError(f"{path}: profile {name!r} is also defined in {origin[name]}")
+                raw[name] = data
+                origin[name] = path
+        profiles = []
+        for name in raw:
+            data = _resolve_extends(name, raw)
+            try:
+                profiles.append(Profile.model_validate(data))
+            except ValidationError as exc:
+                raise ConfigError(f"{origin[name]}: {_describe(exc)}") from None
+        return cls(profiles)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def id_of(self, profile: Profile) -> str:
+        return self._ids[profile.name]
+
+    def get(self, key: str) -> Profile:
+        """A profile by name, by full id, or by a unique id prefix of 8 or more hex digits."""
+        if key in self._by_name:
+            return self._by_name[key]
+        key_lower = key.lower()
+        if re.fullmatch(r"[0-9a-f]{8,64}", key_lower):
+            hits = [n for n, pid in self._ids.items() if pid.startswith(key_lower)]
+            if len(hits) == 1:
+                return self._by_name[hits[0]]
+            if len(hits) > 1:
+                raise ConfigError(f"profile id prefix {key!r} matches {', '.join(hits)}")
+        raise ConfigError(
+            f"invalid NIM_MODEL_PROFILE={key!r}: no such profile; known profiles: "
+            f"{', '.join(sorted(self._by_name))}"
+        )
+
+    def select(self, requested: str | None, gpus: Sequence[Gpu]) -> Profile:
+        """The profile to serve: the one asked for, else the CPU demo when no GPU is visible."""
+        if requested:
+            return self.get(requested)
+        if not gpus:
+            return self.get(TINY_PROFILE)
+        fitting = [p.name for p in self if p.hardware.gpus and fit(p, gpus).ok]
+        raise ConfigError(
+            f"NIM_MODEL_PROFILE is not set and {len(gpus)} GPU(s) are visible: choose a profile "
+            f"(fitting this machine: {', '.join(fitting) or 'none'}; see `nimctl list-profiles`)"
+        )
+
+
+def builtin_profiles_dir() -> Path:
+    """Profiles shipped with nimctl: inside the wheel, or `profiles/` of a source checkout."""
+    packaged = Path(str(resources.files("nimctl"))) / "profiles"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def load_store(settings: NimSettings) -> ProfileStore:
+    dirs = [builtin_profiles_dir()]
+    if settings.profiles_path is not None:
+        dirs.append(settings.profiles_path.expanduser())
+    return ProfileStore.load(dirs)
+
+
+def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
+    """The profile as it will run: `NIM_*` values (and CLI flags) replace the profile's."""
+    update: dict[str, Any] = {}
+    for field in (
+        "served_model_name",
+        "max_images_per_prompt",
+        "max_videos_per_prompt",
+        "tool_call_parser",
+    ):
+        value = getattr(settings, field)
+        if value is not None:
+            update[field] = value
+    if settings.model_path is not None:
+        update["model"] = settings.model_path
+    if settings.chat_template is not None:
+        update["chat_template"] = str(settings.chat_template.expanduser())
+
+    engine_args = dict(profile.engine_args)
+    for field, arg in (
+        ("max_model_len", "max_model_len"),
+        ("tensor_parallel_size", "tensor_parallel_size"),
+        ("pipeline_parallel_size", "pipeline_parallel_size"),
+        ("enable_kv_cache_reuse", "enable_prefix_caching"),
+        ("kvcache_percent", "gpu_memory_utilization"),
+        ("max_num_seqs", "max_num_seqs"),
+    ):
+        value = getattr(settings, field)
+        if value is not None:
+            engine_args[arg] = value
+    if settings.guided_decoding_backend is not None:
+        structured = dict(engine_args.get("structured_outputs_config") or {})
+        structured["backend"] = settings.guided_decoding_backend
+        engine_args["structured_outputs_config"] = structured
+    update["engine_args"] = engine_args
+
+    hardware = profile.hardware
+    if hardware.gpus:
+        parallel = int(engine_args.get("tensor_parallel_size", 1)) * int(
+            engine_args.get("pipeline_parallel_size", 1)
+        )
+        if parallel != hardware.gpus:
+            # Same total memory spread over a different number of GPUs.
+            total = hardware.gpus * hardware.gpu_memory_gib
+            update["hardware"] = hardware.model_copy(
+                update={"gpus": parallel, "gpu_memory_gib": round(total / parallel, 1)}
+            )
+    try:
+        return Profile.model_validate({**profile.model_dump(), **update})
+    except ValidationError as exc:
+        raise ConfigError(
+            f"profile {profile.name} with the given settings: {_describe(exc)}"
+        ) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a profile must be a YAML mapping")
+    return data
+
+
+def _resolve_extends(name: str, raw: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    chain: list[str] = []
+    current: str | None = name
+    while current is not None:
+        if current in chain:
+            raise ConfigError(f"profile {name}: extends forms a cycle: {' -> '.join(chain)}")
+        if current not in raw:
+            raise ConfigError(f"profile {chain[-1]}: extends unknown profile {current!r}")
+        chain.append(current)
+        current = raw[current].get("extends")
+    merged: dict[str, Any] = {}
+    for link in reversed(chain):
+        merged = _deep_merge(merged, {k: v for k, v in raw[link].items() if k != "extends"})
+    return merged
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'profile'}: "
+        f"{err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors()
+    )

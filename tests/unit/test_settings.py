@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nimctl.errors import ConfigError
+from nimctl.settings import NimSettings, load_settings, unknown_nim_variables
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("NIM_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_follow_nim():
+    s = load_settings()
+    assert s.server_port == 8000
+    assert s.host == "0.0.0.0"
+    assert s.disable_log_requests is True
+    assert s.jsonl_logging is False
+    # Unset means "the profile decides".
+    assert s.max_images_per_prompt is None and s.max_model_len is None
+
+
+def test_environment_is_read(monkeypatch):
+    monkeypatch.setenv("NIM_SERVER_PORT", "9001")
+    monkeypatch.setenv("NIM_MAX_IMAGES_PER_PROMPT", "3")
+    monkeypatch.setenv("NIM_JSONL_LOGGING", "1")
+    monkeypatch.setenv("NIM_ENABLE_KV_CACHE_REUSE", "true")
+    monkeypatch.setenv("NIM_LOG_LEVEL", "warning")
+    s = load_settings()
+    assert (s.server_port, s.max_images_per_prompt) == (9001, 3)
+    assert s.jsonl_logging is True and s.enable_kv_cache_reuse is True
+    assert s.log_level == "WARNING"
+
+
+def test_cli_beats_environment(monkeypatch):
+    monkeypatch.setenv("NIM_SERVER_PORT", "9001")
+    monkeypatch.setenv("NIM_MODEL_PROFILE", "from-env")
+    s = load_settings(server_port=9002, model_profile="from-cli", host=None)
+    assert s.server_port == 9002
+    assert s.model_profile == "from-cli"
+    assert s.host == "0.0.0.0"  # None means "flag not given"
+
+
+def test_empty_variable_counts_as_unset(monkeypatch):
+    monkeypatch.setenv("NIM_MAX_MODEL_LEN", "")
+    assert load_settings().max_model_len is None
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("NIM_SERVER_PORT", "eighty", "valid integer"),
+        ("NIM_SERVER_PORT", "70000", "less than or equal to 65535"),
+        ("NIM_MAX_IMAGES_PER_PROMPT", "-1", "greater than or equal to 0"),
+        ("NIM_LOG_LEVEL", "LOUD", "'DEFAULT', 'TRACE', 'DEBUG'"),
+        ("NIM_GUIDED_DECODING_BACKEND", "regex", "'xgrammar'"),
+        ("NIM_KVCACHE_PERCENT", "1.5", "less than or equal to 1"),
+        ("NIM_JSONL_LOGGING", "maybe", "valid boolean"),
+        ("NIM_CHAT_TEMPLATE", "/no/such/template.jinja", "no file at"),
+    ],
+)
+def test_invalid_value_is_one_line_naming_variable(monkeypatch, var, value, expected):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"{var}={value!r}" in message
+    assert expected in message
+
+
+def test_invalid_cli_value_names_the_flag():
+    with pytest.raises(ConfigError, match=r"--server-port=0"):
+        load_settings(server_port=0)
+
+
+def test_chat_template_must_exist(tmp_path: Path, monkeypatch):
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ messages }}")
+    monkeypatch.setenv("NIM_CHAT_TEMPLATE", str(template))
+    assert load_settings().chat_template == template
+
+
+def test_unknown_nim_variables_are_reported():
+    env = {"NIM_MAX_IMAGE_PER_PROMPT": "3", "NIM_SERVER_PORT": "1", "PATH": "/bin"}
+    assert unknown_nim_variables(env) == ["NIM_MAX_IMAGE_PER_PROMPT"]
+
+
+def test_every_setting_is_documented():
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [
+        f"NIM_{n.upper()}" for n in NimSettings.model_fields if f"NIM_{n.upper()}" not in doc
+    ]
+    assert missing == []
