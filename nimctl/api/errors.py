@@ -1,0 +1,63 @@
+"""Every error a client can see leaves in the one JSON error shape, 500s included."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from nimctl.errors import NimError, error_body
+
+logger = logging.getLogger("nimctl.api")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NimError, _nim_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def error_response(exc: NimError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _nim_error(_: Request, exc: NimError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    status = HTTPStatus(exc.status_code)
+    message = exc.detail if isinstance(exc.detail, str) else status.phrase
+    if status is HTTPStatus.NOT_FOUND:
+        message = f"Not found: {request.method} {request.url.path}"
+    elif status is HTTPStatus.METHOD_NOT_ALLOWED:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    error_type = status.phrase.replace(" ", "") + "Error"
+    return JSONResponse(
+        error_body(message, error_type, status.value),
+        status_code=status.value,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = ".".join(str(p) for p in first.get("loc", ()))
+    return JSONResponse(
+        error_body(f"Invalid request: {loc}: {first['msg']}", "BadRequestError", 400, loc or None),
+        status_code=400,
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("Internal server error; see the server log.", "InternalServerError", 500),
+        status_code=500,
+    )

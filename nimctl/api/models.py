@@ -1,0 +1,52 @@
+"""The model card of the seed API reference (OpenAI's list plus NIM's max_model_len)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from nimctl.api.chat import require_ready
+from nimctl.api.state import AppState, app_state
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> JSONResponse:
+    state = app_state(request)
+    require_ready(state)
+    return JSONResponse({"object": "list", "data": [model_card(state)]})
+
+
+def model_card(state: AppState) -> dict[str, Any]:
+    created = state.supervisor.created
+    name = state.engine.served_model_name
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": "system",
+        "root": name,
+        "parent": None,
+        "max_model_len": state.engine.max_model_len,
+        "permission": [
+            {
+                "id": f"modelperm-{uuid.uuid5(uuid.NAMESPACE_URL, name).hex}",
+                "object": "model_permission",
+                "created": created,
+                "allow_create_engine": False,
+                "allow_sampling": True,
+                "allow_logprobs": True,
+                "allow_search_indices": False,
+                "allow_view": True,
+                "allow_fine_tuning": False,
+                "organization": "*",
+                "group": None,
+                "is_blocking": False,
+            }
+        ],
+    }

@@ -1,0 +1,202 @@
+"""`nimctl serve | list-profiles | show-profile | check`.
+
+Configuration errors end the command with one line on stderr and exit status 2 (found while the
+engine starts, they are logged and end `serve` with status 2 too); an engine that fails or dies
+ends `serve` with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+
+from nimctl import __version__
+from nimctl.errors import ConfigError
+from nimctl.hardware import detect_gpus
+from nimctl.profiles import Profile, ProfileStore, apply_settings, fit, load_store
+from nimctl.settings import NimSettings, env_name, load_settings, unknown_nim_variables
+
+logger = logging.getLogger("nimctl.cli")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"nimctl: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nimctl", description="NIM-compatible serving of vision-language models on vLLM."
+    )
+    parser.add_argument("--version", action="version", version=f"nimctl {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="serve a model profile over HTTP")
+    _add_selection_flags(serve)
+    serve.add_argument("--host", help="bind address (NIM_HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="HTTP port (NIM_SERVER_PORT, default 8000)")
+    serve.set_defaults(func=_serve)
+
+    listing = sub.add_parser("list-profiles", help="every profile and whether it runs here")
+    listing.set_defaults(func=_list_profiles)
+
+    show = sub.add_parser("show-profile", help="a profile as it would run, as YAML")
+    show.add_argument("name", help="profile name or id")
+    show.set_defaults(func=_show_profile)
+
+    check = sub.add_parser("check", help="validate the configuration and print it")
+    _add_selection_flags(check)
+    check.set_defaults(func=_check)
+    return parser
+
+
+def _add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", help="profile name or id (NIM_MODEL_PROFILE)")
+    parser.add_argument("--model", help="model source override (NIM_MODEL_PATH)")
+
+
+def _settings(args: argparse.Namespace) -> NimSettings:
+    return load_settings(
+        model_profile=getattr(args, "profile", None),
+        model_path=getattr(args, "model", None),
+        host=getattr(args, "host", None),
+        server_port=getattr(args, "port", None),
+    )
+
+
+def _resolve(settings: NimSettings) -> tuple[ProfileStore, Profile, Profile]:
+    """The profile store, the selected profile as written, and as it will run."""
+    store = load_store(settings)
+    gpus = detect_gpus()
+    base = store.select(settings.model_profile, gpus)
+    profile = apply_settings(base, settings)
+    verdict = fit(profile, gpus)
+    if not verdict.ok:
+        raise ConfigError(f"profile {profile.name} cannot run on this machine: {verdict.reason}")
+    return store, base, profile
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from nimctl.observability import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings)
+    for name in unknown_nim_variables():
+        logger.warning("%s is not a nimctl setting and is ignored", name)
+    store, base, profile = _resolve(settings)
+    logger.info("profile %s (%s, id %s)", profile.name, profile.tag, store.id_of(base))
+    sock = _bind(settings.host, settings.server_port)
+
+    from nimctl.api import create_app
+    from nimctl.engine.vllm import VllmEngine  # vllm itself is imported later, off the loop
+
+    app = create_app(settings, profile, VllmEngine(settings, profile), profile_id=store.id_of(base))
+    return asyncio.run(_run_server(app, sock, settings))
+
+
+async def _run_server(app: object, sock: socket.socket, settings: NimSettings) -> int:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the process would
+            # die by the signal; a completed graceful stop is a normal exit (status 0).
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    getattr(self, "_captured_signals", []).clear()
+
+    supervisor = app.state.nimctl.supervisor  # type: ignore[attr-defined]
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=30)  # type: ignore[arg-type]
+    server = Server(config)
+
+    async def stop_when_fatal() -> None:
+        await supervisor.fatal.wait()
+        server.should_exit = True
+
+    watcher = asyncio.create_task(stop_when_fatal())
+    host, port = sock.getsockname()[:2]
+    logger.info("listening on http://%s:%d (model loading; ready at /v1/health/ready)", host, port)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        watcher.cancel()
+    return supervisor.exit_code
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before the engine starts, so that a taken port fails in a second, not after load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); set {env_name('server_port')} "
+            f"or {env_name('host')}"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _list_profiles(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = load_store(settings)
+    gpus = detect_gpus()
+    print("SYSTEM")
+    if gpus:
+        for gpu in gpus:
+            print(f"  - GPU {gpu.name} ({gpu.memory_gib:g} GiB)")
+    else:
+        print("  - no GPU visible: CPU profiles only")
+    groups: dict[bool, list[str]] = {True: [], False: []}
+    for profile in sorted(store, key=lambda p: p.name):
+        verdict = fit(profile, gpus)
+        groups[verdict.ok].append(
+            f"    - {store.id_of(profile)} ({profile.name}, {profile.tag}) [{verdict.reason}]"
+        )
+    print("MODEL PROFILES")
+    print("  - Compatible with system and runnable:")
+    print("\n".join(groups[True]) or "    (none)")
+    print("  - Incompatible with system:")
+    print("\n".join(groups[False]) or "    (none)")
+    return 0
+
+
+def _show_profile(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = load_store(settings)
+    base = store.get(args.name)
+    profile = apply_settings(base, settings)
+    print(f"# id: {store.id_of(base)}")
+    print(profile.to_yaml(), end="")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store, base, profile = _resolve(settings)
+    print("# effective NIM_* settings")
+    for name, value in settings.model_dump(mode="json").items():
+        print(f"{env_name(name)}={'' if value is None else value}")
+    for name in unknown_nim_variables():
+        print(f"# warning: {name} is not a nimctl setting and is ignored")
+    print(f"# profile {profile.name}, id {store.id_of(base)}")
+    print(profile.to_yaml(), end="")
+    return 0

@@ -1,0 +1,97 @@
+"""Engine lifecycle: start in the background, report readiness honestly, fail loudly.
+
+HTTP answers from the first second while the engine loads (Kubernetes' liveness probe must not
+kill a pod that is busy loading a model). Readiness is true only once the engine has started and
+answers its health check, and turns false the moment it stops answering. A failed or dead engine
+sets `fatal`, on which the server exits non-zero so that the orchestrator restarts the process
+instead of keeping a live-but-useless pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+
+from nimctl.engine.base import Engine, EngineDeadError
+from nimctl.errors import ConfigError
+
+logger = logging.getLogger("nimctl.lifecycle")
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STOPPING = "stopping"
+
+
+class Supervisor:
+    def __init__(self, engine: Engine, *, health_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self.health_interval_s = health_interval_s
+        self.state = State.STARTING
+        self.reason = "the model is loading"
+        self.fatal = asyncio.Event()
+        self.started_at = time.monotonic()
+        self.created = int(time.time())
+        self.seconds_to_ready: float | None = None
+        # Status for the process: 2 for a configuration error, as the CLI uses; 1 otherwise.
+        self.exit_code = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="nimctl-engine-start")
+
+    async def _run(self) -> None:
+        try:
+            await self.engine.start()
+        except asyncio.CancelledError:
+            raise
+        except ConfigError as exc:
+            self._fail(f"configuration error: {exc}", exit_code=2)
+            return
+        except Exception as exc:
+            logger.exception("engine failed to start")
+            self._fail(f"engine failed to start: {exc}")
+            return
+        if self.state is not State.STARTING:
+            return
+        self.state = State.READY
+        self.seconds_to_ready = time.monotonic() - self.started_at
+        logger.info("ready (%.1f s after start)", self.seconds_to_ready)
+        await self._watch()
+
+    async def _watch(self) -> None:
+        while self.state is State.READY:
+            await asyncio.sleep(self.health_interval_s)
+            await self.readiness()
+
+    async def readiness(self) -> str | None:
+        """None when ready to serve, else why not."""
+        if self.state is not State.READY:
+            return self.reason
+        try:
+            await self.engine.check_health()
+        except EngineDeadError as exc:
+            self._fail(f"engine died: {exc}")
+            return self.reason
+        return None
+
+    def _fail(self, reason: str, exit_code: int = 1) -> None:
+        if self.state is State.STOPPING:
+            return
+        logger.error("%s", reason)
+        self.state = State.FAILED
+        self.reason = reason
+        self.exit_code = exit_code
+        self.fatal.set()
+
+    async def stop(self) -> None:
+        self.state = State.STOPPING
+        self.reason = "the server is shutting down"
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.engine.shutdown()

@@ -1,0 +1,50 @@
+"""The probes behave as NIM's while the real engine loads, and the card matches the seed."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.e2e.conftest import TINY_MODEL, assert_error_shape
+
+
+def test_live_is_up_before_ready_and_ready_flips_from_503(tiny_server):
+    assert tiny_server.live_before_ready
+    assert tiny_server.ready_codes_before_200, "ready was 200 at the first poll"
+    assert set(tiny_server.ready_codes_before_200) == {503}
+    assert tiny_server.seconds_to_live < tiny_server.seconds_to_ready
+    print(
+        f"\ntime to live {tiny_server.seconds_to_live:.2f} s, "
+        f"to ready {tiny_server.seconds_to_ready:.1f} s"
+    )
+
+
+def test_health_bodies(tiny_server):
+    live = httpx.get(f"{tiny_server.base_url}/v1/health/live")
+    ready = httpx.get(f"{tiny_server.base_url}/v1/health/ready")
+    assert live.json() == {"object": "health.response", "message": "Service is live."}
+    assert ready.json() == {"object": "health.response", "message": "Service is ready."}
+
+
+def test_model_card(tiny_server):
+    body = httpx.get(f"{tiny_server.base_url}/v1/models").json()
+    (card,) = body["data"]
+    assert body["object"] == "list"
+    assert card["id"] == card["root"] == TINY_MODEL
+    assert card["max_model_len"] == 8192
+    assert set(card) == {
+        "id",
+        "object",
+        "created",
+        "owned_by",
+        "root",
+        "parent",
+        "max_model_len",
+        "permission",
+    }
+    assert card["permission"][0]["object"] == "model_permission"
+
+
+def test_unknown_route_is_404_in_error_shape(tiny_server):
+    response = httpx.get(f"{tiny_server.base_url}/v1/completions/nope")
+    assert response.status_code == 404
+    assert_error_shape(response.json(), 404)

@@ -1,0 +1,129 @@
+"""The vLLM adapter's configuration step, against the pinned vLLM (no engine is started)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from vllm.config.structured_outputs import StructuredOutputsBackend
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.reasoning import ReasoningParserManager
+from vllm.tool_parsers import ToolParserManager
+
+from nimctl.engine.vllm import (
+    build_engine_args,
+    parse_passthrough_args,
+    resolve_model_source,
+    validate_parsers,
+)
+from nimctl.errors import ConfigError
+from nimctl.profiles import ProfileStore, apply_settings, builtin_profiles_dir
+from nimctl.settings import GuidedDecodingBackend, NimSettings
+
+
+@pytest.fixture(scope="module")
+def store() -> ProfileStore:
+    return ProfileStore.load([builtin_profiles_dir()])
+
+
+def test_every_shipped_profile_builds_valid_engine_args(store):
+    fields = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    for profile in store:
+        assert set(profile.engine_args) <= fields, profile.name
+        validate_parsers(profile)
+        args = build_engine_args(profile, NimSettings(), "/models/x")
+        assert args.served_model_name == [profile.served_model_name]
+        assert args.limit_mm_per_prompt["image"] == profile.max_images_per_prompt
+        assert args.disable_log_stats is False
+
+
+def test_parser_names_exist_in_vllm(store):
+    tools = set(ToolParserManager.list_registered())
+    reasoning = set(ReasoningParserManager.list_registered())
+    for profile in store:
+        assert profile.tool_call_parser in tools | {None}
+        assert profile.reasoning_parser in reasoning | {None}
+
+
+def test_guided_decoding_choices_match_vllm():
+    assert set(typing.get_args(GuidedDecodingBackend)) == set(
+        typing.get_args(StructuredOutputsBackend)
+    )
+
+
+def test_image_limit_feeds_vllm_and_video_is_off_by_default(store):
+    qwen = store.get("qwen3.5-397b-a17b")
+    args = build_engine_args(qwen, NimSettings(), "/m")
+    assert args.limit_mm_per_prompt == {"image": 5}
+    enabled = apply_settings(qwen, NimSettings(max_images_per_prompt=2, max_videos_per_prompt=1))
+    assert build_engine_args(enabled, NimSettings(), "/m").limit_mm_per_prompt == {
+        "image": 2,
+        "video": 1,
+    }
+
+
+def test_settings_reach_engine_args(store):
+    settings = NimSettings(
+        max_model_len=1024,
+        enable_kv_cache_reuse=True,
+        guided_decoding_backend="xgrammar",
+        disable_log_requests=False,
+    )
+    args = build_engine_args(apply_settings(store.get("tiny"), settings), settings, "/m")
+    assert args.max_model_len == 1024
+    assert args.enable_prefix_caching is True
+    assert args.structured_outputs_config.backend == "xgrammar"
+    assert args.enable_log_requests is True
+
+
+def test_passthrough_args_win_and_only_explicit_ones_count(store):
+    assert parse_passthrough_args("--max-num-seqs 4 --enable-chunked-prefill") == {
+        "max_num_seqs": 4,
+        "enable_chunked_prefill": True,
+    }
+    assert parse_passthrough_args("") == {}
+    settings = NimSettings(max_num_seqs=8, passthrough_args="--max-num-seqs 4")
+    args = build_engine_args(apply_settings(store.get("tiny"), settings), settings, "/m")
+    assert args.max_num_seqs == 4
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("--no-such-flag 1", "unrecognized arguments"),
+        ("--max-num-seqs many", "invalid int value"),
+        ("--limit-mm-per-prompt '{\"image\": 9}'", "NIM_MAX_IMAGES_PER_PROMPT"),
+        ("--model other", "NIM_MODEL_PATH"),
+        ("--max-num-seqs 'unclosed", "No closing quotation"),
+    ],
+)
+def test_bad_passthrough_args_name_the_variable(value, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_passthrough_args(value)
+    assert "NIM_PASSTHROUGH_ARGS" in str(info.value) and fragment in str(info.value)
+
+
+def test_unknown_tool_parser_lists_the_valid_ones(store):
+    profile = apply_settings(store.get("tiny"), NimSettings(tool_call_parser="nope"))
+    with pytest.raises(ConfigError, match="invalid NIM_TOOL_CALL_PARSER='nope'.*hermes"):
+        validate_parsers(profile)
+
+
+def test_unknown_engine_argument_in_a_profile_is_refused(store):
+    profile = store.get("tiny").model_copy(update={"engine_args": {"max_modl_len": 5}})
+    with pytest.raises(ConfigError, match="unknown vLLM engine argument.*max_modl_len"):
+        build_engine_args(profile, NimSettings(), "/m")
+
+
+def test_model_source_resolution(store, tmp_path):
+    profile = store.get("qwen3.5-397b-a17b")
+    assert resolve_model_source(profile, NimSettings()) == "Qwen/Qwen3.5-397B-A17B-FP8"
+    local = apply_settings(profile, NimSettings(model_path=str(tmp_path)))
+    assert resolve_model_source(local, NimSettings()) == str(tmp_path)
+    missing = apply_settings(profile, NimSettings(model_path="/no/such/dir"))
+    with pytest.raises(ConfigError, match="NIM_MODEL_PATH='/no/such/dir'"):
+        resolve_model_source(missing, NimSettings())
