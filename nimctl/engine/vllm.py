@@ -198,8 +198,16 @@ class VllmEngine:
         with self._lock:
             self._closing = True
             llm, self._llm = self._llm, None
-        if llm is not None:
-            await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
+        self._chat = None  # the chat layer holds the engine; let it go with it
+        if llm is None:
+            return
+        # vLLM stops the engine core before its output handler, which then logs the engine's
+        # death as a failure; stop the handler first so that a clean shutdown logs none.
+        handler = getattr(llm, "output_handler", None)
+        if isinstance(handler, asyncio.Task) and not handler.done():
+            handler.cancel()
+            await asyncio.gather(handler, return_exceptions=True)
+        await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
 
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
