@@ -14,12 +14,16 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from nimctl import __version__
 from nimctl.errors import ConfigError
 from nimctl.hardware import detect_gpus
 from nimctl.profiles import Profile, ProfileStore, apply_settings, fit, load_store
 from nimctl.settings import NimSettings, env_name, load_settings, unknown_nim_variables
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger("nimctl.cli")
 
@@ -102,10 +106,10 @@ def _serve(args: argparse.Namespace) -> int:
     from nimctl.engine.vllm import VllmEngine  # vllm itself is imported later, off the loop
 
     app = create_app(settings, profile, VllmEngine(settings, profile), profile_id=store.id_of(base))
-    return asyncio.run(_run_server(app, sock, settings))
+    return asyncio.run(_run_server(app, sock))
 
 
-async def _run_server(app: object, sock: socket.socket, settings: NimSettings) -> int:
+async def _run_server(app: FastAPI, sock: socket.socket) -> int:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -119,8 +123,8 @@ async def _run_server(app: object, sock: socket.socket, settings: NimSettings) -
                 finally:
                     getattr(self, "_captured_signals", []).clear()
 
-    supervisor = app.state.nimctl.supervisor  # type: ignore[attr-defined]
-    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=30)  # type: ignore[arg-type]
+    supervisor = app.state.nimctl.supervisor
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=30)
     server = Server(config)
 
     async def stop_when_fatal() -> None:

@@ -11,9 +11,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nimctl.api.state import AppState, app_state
-from nimctl.errors import BadRequestError, ServiceUnavailableError
-from nimctl.lifecycle import State
+from nimctl.api.state import app_state, require_ready
+from nimctl.errors import BadRequestError
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -38,11 +37,6 @@ async def chat_completions(request: Request) -> Response:
     if result.stream is not None:
         return StreamingResponse(result.stream, media_type="text/event-stream")
     return Response(result.body, media_type="application/json")
-
-
-def require_ready(state: AppState) -> None:
-    if state.supervisor.state is not State.READY:
-        raise ServiceUnavailableError(f"Service is not ready: {state.supervisor.reason}.")
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from nimctl.api.chat import require_ready
-from nimctl.api.state import AppState, app_state
+from nimctl.api.state import AppState, app_state, require_ready
 
 router = APIRouter(tags=["models"])
 

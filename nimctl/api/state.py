@@ -8,7 +8,8 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
 from nimctl.engine.base import Engine
-from nimctl.lifecycle import Supervisor
+from nimctl.errors import ServiceUnavailableError
+from nimctl.lifecycle import State, Supervisor
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
@@ -25,3 +26,9 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     return request.app.state.nimctl
+
+
+def require_ready(state: AppState) -> None:
+    """Model routes answer 503 until the engine is up, as they would behind NIM's proxy."""
+    if state.supervisor.state is not State.READY:
+        raise ServiceUnavailableError(f"Service is not ready: {state.supervisor.reason}.")
