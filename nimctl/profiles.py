@@ -56,6 +56,37 @@ class Hardware(_Strict):
     weights_gib: float = Field(0, ge=0, description="Size of the weights, GiB.")
 
 
+class Rules(_Strict):
+    """The request rules a model's NIM documents; each switches on a guard or a translation."""
+
+    strict_alternation: bool = Field(
+        False, description="After an optional system message, user and assistant alternate."
+    )
+    mistral_tokenizer: bool = Field(
+        False,
+        description="Mistral's tokenizer renders a built-in template: no request "
+        "chat_template_kwargs.",
+    )
+    chat_template_kwargs: tuple[str, ...] = Field(
+        (), description="Request chat_template_kwargs keys the model's template uses."
+    )
+    reasoning_efforts: tuple[str, ...] = Field(
+        (), description="Accepted reasoning_effort values; empty: the request may not set it."
+    )
+    stream_include_reasoning_false: bool = Field(
+        True, description="Whether include_reasoning=false is accepted for streams."
+    )
+    request_mm_kwargs: bool = Field(
+        False, description="Requests may set media_io_kwargs and mm_processor_kwargs."
+    )
+    html_img_tags: bool = Field(
+        False, description='<img src="..."> tags in text content become image parts.'
+    )
+    images_before_text: bool = Field(
+        False, description="Image parts are moved before text parts in each message."
+    )
+
+
 class Profile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
     description: str = ""
@@ -65,6 +96,7 @@ class Profile(_Strict):
     shm_size: str = Field(pattern=r"^[0-9]+(GB|GiB|MB|MiB)$")
     max_images_per_prompt: int = Field(ge=0)
     max_videos_per_prompt: int = Field(0, ge=0)
+    video_input: bool = Field(False, description="The model accepts video at all.")
     image_formats: tuple[ImageFormat, ...] = ("gif", "jpeg", "png")
     reasoning_parser: str | None = None
     reasoning_default: bool = Field(
@@ -75,6 +107,7 @@ class Profile(_Strict):
     default_chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     engine_args: dict[str, Any] = Field(default_factory=dict)
     hardware: Hardware = Hardware()
+    rules: Rules = Rules()
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
@@ -83,6 +116,13 @@ class Profile(_Strict):
                 raise ValueError(f"engine_args.{key} is set through the profile field {field}")
         if self.reasoning_default and not self.reasoning_parser:
             raise ValueError("reasoning_default needs a reasoning_parser")
+        if self.rules.reasoning_efforts and not self.reasoning_parser:
+            raise ValueError("rules.reasoning_efforts needs a reasoning_parser")
+        if self.max_videos_per_prompt and not self.video_input:
+            raise ValueError(
+                f"max_videos_per_prompt={self.max_videos_per_prompt} but {self.name} takes no "
+                "video (video_input: false)"
+            )
         if self.hardware.gpus and self.hardware.gpus != self.parallel_size:
             raise ValueError(
                 f"hardware.gpus={self.hardware.gpus} but tensor x pipeline parallel size is "

@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from nimctl.api.state import app_state, require_ready
 from nimctl.errors import BadRequestError
+from nimctl.guards import check_request
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -30,6 +31,7 @@ async def chat_completions(request: Request) -> Response:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
+    check_request(payload, state.profile)
     chat_request = state.engine.parse_chat_request(payload)
     result = await until_disconnect(request, state.engine.chat(chat_request, request))
     if result is None:  # the client left; its engine request has been cancelled

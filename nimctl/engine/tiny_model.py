@@ -23,7 +23,11 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 TINY_MODEL_NAME = "nimctl-tiny-idefics3"
-TINY_MODEL_VERSION = 1
+TINY_MODEL_VERSION = 2
+# Chat-template dialects: the same weights and tokenizer, formatted like the model they stand in
+# for. "idefics3" is Idefics3's own User:/Assistant: format (with Qwen-style <think> and hermes
+# tool calls); "mistral" is Mistral's [INST] format with [THINK] and [TOOL_CALLS].
+DIALECTS = ("idefics3", "mistral")
 
 # Written last, inside the build directory, before the atomic rename.
 _MARKER = ".nimctl-complete.json"
@@ -34,7 +38,7 @@ _SEED = 20240601
 
 # Embedding rows; the tokenizer is filled up to exactly this size so that every id the random
 # model may sample decodes to a real token.
-_VOCAB_SIZE = 512
+_VOCAB_SIZE = 576
 _VOCAB_MULTIPLE = 64
 
 _BOS = "<|begin_of_text|>"
@@ -49,6 +53,23 @@ _GRID = tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
 # the reasoning / tool parsers can see them in the text.
 _THINK = ("<think>", "</think>")
 _TOOL_CALL = ("<tool_call>", "</tool_call>")
+# Mistral's control tokens. The reasoning and tool-call markers stay non-special so that vLLM's
+# mistral parsers find them in the decoded text. There is deliberately no [ARGS]: without it
+# vLLM's mistral tool parser reads the pre-v11 `[TOOL_CALLS][{...}]` format, the one its guided
+# decoding for tool_choice "required" and named produces with a Hugging Face tokenizer.
+_MISTRAL_SPECIAL = (
+    "[INST]",
+    "[/INST]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[MODEL_SETTINGS]",
+    "[/MODEL_SETTINGS]",
+)
+_MISTRAL_PLAIN = ("[THINK]", "[/THINK]", "[TOOL_CALLS]")
 
 # Text: Llama. head_dim = 128 / 4 = 32 (vLLM's CPU attention rejects head_dim 16).
 _TEXT_CONFIG: dict[str, Any] = {
@@ -110,7 +131,7 @@ _CORPUS = (
 # {"type": "image"}, which become <image> here and are expanded by the processor.
 # transformers renders with trim_blocks: a newline right after a block tag is dropped, hence the
 # explicit {{ '\n' }} where one is needed.
-_CHAT_TEMPLATE = r"""{%- macro render_content(content) -%}
+_RENDER_CONTENT = r"""{%- macro render_content(content) -%}
 {%- if content is none -%}
 {%- elif content is string -%}{{ content }}
 {%- else -%}
@@ -125,7 +146,11 @@ _CHAT_TEMPLATE = r"""{%- macro render_content(content) -%}
 {%- endfor -%}
 {%- endif -%}
 {%- endmacro -%}
-{{- bos_token -}}
+"""
+
+_IDEFICS3_TEMPLATE = (
+    _RENDER_CONTENT
+    + r"""{{- bos_token -}}
 {%- if tools -%}
 System: {% if messages and messages[0]['role'] == 'system' -%}
 {{- render_content(messages[0]['content']) }}
@@ -192,6 +217,68 @@ Assistant:
 {% endif -%}
 {%- endif -%}
 """
+)
+
+
+# Mistral's format: an optional leading system prompt, strict user/assistant alternation (tool
+# calls and results in the assistant's place), [MODEL_SETTINGS] carrying reasoning_effort as
+# Mistral Small 4's tokenizer does. Like Mistral's own templates it refuses other orders.
+_MISTRAL_TEMPLATE = (
+    _RENDER_CONTENT
+    + r"""
+{%- set alternation = 'After the optional system message, conversation roles must alternate '
+    ~ 'user and assistant roles except for tool calls and results.' -%}
+{%- if messages and messages[0]['role'] == 'system' -%}
+{%- set system = messages[0]['content'] -%}
+{%- set loop_messages = messages[1:] -%}
+{%- else -%}
+{%- set system = none -%}
+{%- set loop_messages = messages -%}
+{%- endif -%}
+{{- bos_token -}}
+{%- if system is not none -%}[SYSTEM_PROMPT]{{ render_content(system) }}[/SYSTEM_PROMPT]
+{%- endif -%}
+{%- if reasoning_effort is defined and reasoning_effort -%}
+[MODEL_SETTINGS]{"reasoning_effort": {{ reasoning_effort | tojson }}}[/MODEL_SETTINGS]
+{%- endif -%}
+{%- if tools -%}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]
+{%- endif -%}
+{%- set ns = namespace(previous='') -%}
+{%- for message in loop_messages -%}
+{%- set role = message['role'] -%}
+{%- set calls = message['tool_calls'] if message['tool_calls'] is defined else none -%}
+{%- if role == 'user' -%}
+{%- if ns.previous not in ['', 'assistant'] -%}{{- raise_exception(alternation) -}}{%- endif -%}
+[INST]{{ render_content(message['content']) }}[/INST]
+{%- elif role == 'assistant' -%}
+{%- if ns.previous not in ['user', 'tool'] -%}{{- raise_exception(alternation) -}}{%- endif -%}
+{{- render_content(message['content']) -}}
+{%- if calls -%}[TOOL_CALLS][
+{%- for call in calls -%}
+{%- set call = call['function'] if call['function'] is defined else call -%}
+{"name": {{ call['name'] | tojson }}, "arguments": {% if call['arguments'] is string -%}
+{{- call['arguments'] -}}
+{%- else -%}
+{{- call['arguments'] | tojson -}}
+{%- endif -%}
+}{%- if not loop.last -%}, {% endif -%}
+{%- endfor -%}
+]{%- endif -%}
+{%- if not loop.last -%}{{ eos_token }}{%- endif -%}
+{%- elif role == 'tool' -%}
+{%- if ns.previous not in ['assistant_calls', 'tool'] -%}{{- raise_exception(alternation) -}}
+{%- endif -%}
+[TOOL_RESULTS]{{ render_content(message['content']) }}[/TOOL_RESULTS]
+{%- elif role == 'system' -%}
+{{- raise_exception('A system message is only allowed as the first message.') -}}
+{%- else -%}
+{{- raise_exception('Unknown message role "' ~ role ~ '"; this model supports system, user, '
+    ~ 'assistant and tool.') -}}
+{%- endif -%}
+{%- set ns.previous = 'assistant_calls' if role == 'assistant' and calls else role -%}
+{%- endfor -%}
+"""
+)
 
 _LICENSE = """\
 nimctl tiny Idefics3 test model (generated)
@@ -226,19 +313,22 @@ _REQUIRED_FILES = (
 )
 
 
-def tiny_model_dir(cache_dir: Path) -> Path:
+def tiny_model_dir(cache_dir: Path, dialect: str = "idefics3") -> Path:
     """Versioned path, so a recipe change never reuses a model built by an older recipe."""
-    return Path(cache_dir) / "models" / f"{TINY_MODEL_NAME}-v{TINY_MODEL_VERSION}"
+    suffix = "" if dialect == "idefics3" else f"-{dialect}"
+    return Path(cache_dir) / "models" / f"{TINY_MODEL_NAME}{suffix}-v{TINY_MODEL_VERSION}"
 
 
-def ensure_tiny_model(cache_dir: Path) -> Path:
+def ensure_tiny_model(cache_dir: Path, dialect: str = "idefics3") -> Path:
     """Return the model directory, building it first if it is absent or incomplete.
 
     The build happens in a temporary sibling and is renamed into place, so a crash mid-build or
     two concurrent builders never leave a half-written directory that a later start would load.
     Seeds are fixed: every build yields byte-identical weights and tokenizer.
     """
-    target = tiny_model_dir(cache_dir)
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown tiny model dialect {dialect!r}; known: {', '.join(DIALECTS)}")
+    target = tiny_model_dir(cache_dir, dialect)
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +338,7 @@ def ensure_tiny_model(cache_dir: Path) -> Path:
     # stay readable after the rename.
     tmp.chmod(0o755)
     try:
-        _build(tmp)
+        _build(tmp, dialect)
         _install(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -304,12 +394,15 @@ def _remove_stale_builds(models_dir: Path) -> None:
             continue
 
 
-def _build(out: Path) -> None:
+def _build(out: Path, dialect: str) -> None:
     tokenizer = _build_tokenizer()
-    _save_processor(tokenizer, out)
+    template = _MISTRAL_TEMPLATE if dialect == "mistral" else _IDEFICS3_TEMPLATE
+    _save_processor(tokenizer, out, template)
     _save_model(tokenizer, out)
     (out / "LICENSE").write_text(_LICENSE, encoding="utf-8")
-    marker = {"name": TINY_MODEL_NAME, "version": TINY_MODEL_VERSION}
+    for path in out.iterdir():
+        path.chmod(0o644)  # torch writes weights 0600; a shared cache must stay readable
+    marker = {"name": TINY_MODEL_NAME, "version": TINY_MODEL_VERSION, "dialect": dialect}
     (out / _MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
 
@@ -317,8 +410,8 @@ def _build_tokenizer() -> Tokenizer:
     """Byte-level BPE, so any input text (any language, any bytes) tokenizes without <unk>."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    special = [_BOS, _EOS, _PAD, _FAKE_IMAGE, _IMAGE, _GLOBAL_IMAGE, *_GRID]
-    plain = [*_THINK, *_TOOL_CALL]
+    special = [_BOS, _EOS, _PAD, _FAKE_IMAGE, _IMAGE, _GLOBAL_IMAGE, *_GRID, *_MISTRAL_SPECIAL]
+    plain = [*_THINK, *_TOOL_CALL, *_MISTRAL_PLAIN]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -337,7 +430,7 @@ def _build_tokenizer() -> Tokenizer:
     return tok
 
 
-def _save_processor(tok: Tokenizer, out: Path) -> None:
+def _save_processor(tok: Tokenizer, out: Path, template: str) -> None:
     """Save tokenizer, image processor and chat template the way vLLM's AutoProcessor loads them."""
     from transformers import Idefics3ImageProcessorPil, Idefics3Processor, PreTrainedTokenizerFast
 
@@ -348,7 +441,7 @@ def _save_processor(tok: Tokenizer, out: Path) -> None:
         pad_token=_PAD,
         model_max_length=_TEXT_CONFIG["max_position_embeddings"],
         padding_side="left",
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=template,
     )
     # No splitting: every image becomes one 64 x 64 tile of _IMAGE_SEQ_LEN tokens.
     image_processor = Idefics3ImageProcessorPil(
@@ -360,7 +453,7 @@ def _save_processor(tok: Tokenizer, out: Path) -> None:
         image_processor=image_processor,
         tokenizer=tokenizer,
         image_seq_len=_IMAGE_SEQ_LEN,
-        chat_template=_CHAT_TEMPLATE,
+        chat_template=template,
     )
     processor.save_pretrained(str(out))
 

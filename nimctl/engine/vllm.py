@@ -130,6 +130,8 @@ class VllmEngine:
             request_logger=request_logger,
             chat_template=chat_template,
             chat_template_content_format="auto",
+            # nimctl's guards bound these per profile before a request gets here.
+            trust_request_mm_kwargs=profile.rules.request_mm_kwargs,
             enable_auto_tools=tools,
             tool_parser=profile.tool_call_parser,
             reasoning_parser=profile.reasoning_parser,
@@ -210,15 +212,22 @@ class VllmEngine:
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
 
+# builtin:<name> -> the tiny model's chat-template dialect.
+BUILTIN_MODELS = {"tiny-idefics3": "idefics3", "tiny-idefics3-mistral": "mistral"}
+
+
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
     """A local directory or hub id for vLLM; builtin models are generated into the cache."""
     if profile.model.startswith(BUILTIN_SCHEME):
         from nimctl.engine.tiny_model import ensure_tiny_model
 
-        name = profile.model.removeprefix(BUILTIN_SCHEME)
-        if name != "tiny-idefics3":
-            raise ConfigError(f"profile {profile.name}: unknown builtin model {name!r}")
-        return str(ensure_tiny_model(settings.cache_dir))
+        dialect = BUILTIN_MODELS.get(profile.model.removeprefix(BUILTIN_SCHEME))
+        if dialect is None:
+            raise ConfigError(
+                f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
+                f"{', '.join(BUILTIN_SCHEME + name for name in BUILTIN_MODELS)}"
+            )
+        return str(ensure_tiny_model(settings.cache_dir, dialect))
     local = Path(profile.model).expanduser()
     if local.is_absolute() or profile.model.startswith("."):
         if not local.is_dir():

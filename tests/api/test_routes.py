@@ -114,3 +114,22 @@ async def test_metrics_are_prometheus_text(harness, path):
     assert response.headers["content-type"].startswith("text/plain")
     names = {f.name for f in text_string_to_metric_families(response.text)}
     assert "vllm:prompt_tokens" in names
+
+
+@pytest.mark.parametrize(
+    ("extra", "rule"),
+    [
+        ({"chat_template": "{{ x }}"}, "no_request_chat_template"),
+        ({"tool_choice": "auto"}, "tool_choice_needs_tools"),
+        ({"reasoning_effort": "high"}, "reasoning_effort_values"),
+    ],
+)
+async def test_guard_refusals_never_reach_the_engine(harness, extra, rule):
+    await harness.make_ready()
+    response = await harness.client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra},
+    )
+    assert response.status_code == 400
+    assert f"(rule: {rule})" in assert_error_shape(response.json(), 400)["message"]
+    assert harness.engine.requests == []

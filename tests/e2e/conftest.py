@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Iterator
 
 import pytest
-from PIL import Image
 
 from tests.e2e.server import Server, start_server
+from tests.support.media import image_data_url
 
 TINY_MODEL = "nimctl/tiny-vlm"
 
@@ -22,11 +20,17 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
 
 
-def image_data_url(fmt: str = "PNG", size: tuple[int, int] = (48, 32), color: str = "red") -> str:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format=fmt)
-    mime = {"PNG": "png", "JPEG": "jpeg", "GIF": "gif"}[fmt]
-    return f"data:image/{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+@pytest.fixture(scope="module")
+def twin(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server for the CPU twin named by the test module's PROFILE, for that module only."""
+    profile = request.module.PROFILE
+    log = tmp_path_factory.mktemp(profile) / "nimctl.log"
+    server = start_server(profile, log)
+    yield server
+    code = server.stop()
+    assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +47,12 @@ def assert_error_shape(body: dict, code: int) -> dict:
     assert set(body["error"]) == {"message", "type", "param", "code"}, body
     assert body["error"]["code"] == code
     return body["error"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Seed-example tests imported into a twin's module run that page's examples."""
+    if "example" in metafunc.fixturenames:
+        from tests.e2e.seeds import EXAMPLES
+
+        examples = EXAMPLES[metafunc.module.PROFILE]
+        metafunc.parametrize("example", examples, ids=[name for name, _ in examples])

@@ -88,7 +88,8 @@ def test_image_stream(client, png_url):
 def test_too_many_images_is_400(client, png_url):
     with pytest.raises(openai.BadRequestError) as info:
         complete(client, user_message(*[png_url] * 6))
-    assert "At most 5 image(s)" in info.value.message
+    assert "takes at most 5 per request (NIM_MAX_IMAGES_PER_PROMPT=5)" in info.value.message
+    assert "(rule: max_images_per_prompt)" in info.value.message
 
 
 def test_unknown_model_is_404(client):

@@ -44,8 +44,27 @@ BASE = {
 }
 
 
+CLIENT_CONTRACT = (
+    "served_model_name",
+    "max_images_per_prompt",
+    "max_videos_per_prompt",
+    "video_input",
+    "image_formats",
+    "reasoning_parser",
+    "reasoning_default",
+    "tool_call_parser",
+    "default_chat_template_kwargs",
+    "rules",
+    "shm_size",
+)
+
+
 def test_shipped_profiles_carry_the_seed_facts(store):
-    assert {p.name for p in store} == {*SEED_PROFILES, "tiny"}
+    assert {p.name for p in store} == {
+        *SEED_PROFILES,
+        *(f"{n}-tiny" for n in SEED_PROFILES),
+        "tiny",
+    }
     for name, (served, images) in SEED_PROFILES.items():
         profile = store.get(name)
         assert profile.served_model_name == served
@@ -62,6 +81,36 @@ def test_shipped_profiles_carry_the_seed_facts(store):
     assert store.get("llama-3.1-nemotron-nano-vl-8b-v1").image_formats == ("jpeg", "png")
     assert store.get("llama-3.1-nemotron-nano-vl-8b-v1").shm_size == "16GB"
     assert store.get("qwen3.5-397b-a17b").shm_size == "32GB"
+
+
+@pytest.mark.parametrize("seed", sorted(SEED_PROFILES))
+def test_cpu_twins_keep_what_clients_see(store, seed):
+    original, twin = store.get(seed), store.get(f"{seed}-tiny")
+    for field in CLIENT_CONTRACT:
+        assert getattr(twin, field) == getattr(original, field), field
+    assert twin.model.startswith("builtin:tiny-idefics3")
+    assert twin.hardware.gpus == 0 and fit(twin, []).ok
+    assert twin.engine_args["tensor_parallel_size"] == 1
+
+
+def test_seed_rules(store):
+    small4 = store.get("mistral-small-4-119b-2603").rules
+    large3 = store.get("mistral-large-3-675b-instruct-2512").rules
+    qwen = store.get("qwen3.5-397b-a17b")
+    nemotron = store.get("llama-3.1-nemotron-nano-vl-8b-v1").rules
+    assert small4.strict_alternation and small4.mistral_tokenizer
+    assert small4.reasoning_efforts == ("none", "high")
+    assert large3.strict_alternation and large3.reasoning_efforts == ()
+    assert qwen.video_input and qwen.rules.request_mm_kwargs
+    assert not qwen.rules.stream_include_reasoning_false
+    assert nemotron.html_img_tags and nemotron.images_before_text
+
+
+def test_video_needs_a_video_model(store):
+    with pytest.raises(ConfigError, match="takes no video"):
+        apply_settings(store.get("mistral-small-4-119b-2603"), NimSettings(max_videos_per_prompt=1))
+    qwen = apply_settings(store.get("qwen3.5-397b-a17b"), NimSettings(max_videos_per_prompt=1))
+    assert qwen.max_videos_per_prompt == 1
 
 
 def test_ids_are_stable_hashes_of_content(store, tmp_path):
