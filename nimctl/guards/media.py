@@ -8,7 +8,13 @@ import re
 from typing import Any
 
 from nimctl.guards.base import GuardError, messages, part_url, parts
-from nimctl.media import FORMAT_NAMES, VideoInfo, parse_data_url, probe_video, sniff_image_format
+from nimctl.media.formats import (
+    FORMAT_NAMES,
+    VideoInfo,
+    parse_data_url,
+    probe_video,
+    sniff_image_format,
+)
 from nimctl.profiles import Profile
 
 IMAGE_PARTS = ("image_url", "input_image", "image")
