@@ -10,14 +10,10 @@ Its output text is junk: callers assert on structure (fields, counts, finish rea
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from nimctl.engine.model_cache import ensure_built
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -29,11 +25,6 @@ TINY_MODEL_VERSION = 2
 # tool calls); "mistral" is Mistral's [INST] format with [THINK] and [TOOL_CALLS].
 DIALECTS = ("idefics3", "mistral")
 
-# Written last, inside the build directory, before the atomic rename.
-_MARKER = ".nimctl-complete.json"
-_BUILDING_PREFIX = ".building-"
-# A build takes seconds; a temporary directory this old belongs to a crashed process.
-_STALE_BUILD_SECONDS = 3600.0
 _SEED = 20240601
 
 # Embedding rows; the tokenizer is filled up to exactly this size so that every id the random
@@ -322,76 +313,17 @@ def tiny_model_dir(cache_dir: Path, dialect: str = "idefics3") -> Path:
 def ensure_tiny_model(cache_dir: Path, dialect: str = "idefics3") -> Path:
     """Return the model directory, building it first if it is absent or incomplete.
 
-    The build happens in a temporary sibling and is renamed into place, so a crash mid-build or
-    two concurrent builders never leave a half-written directory that a later start would load.
     Seeds are fixed: every build yields byte-identical weights and tokenizer.
     """
     if dialect not in DIALECTS:
         raise ValueError(f"unknown tiny model dialect {dialect!r}; known: {', '.join(DIALECTS)}")
-    target = tiny_model_dir(cache_dir, dialect)
-    if _is_complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_BUILDING_PREFIX}{target.name}-", dir=target.parent))
-    # mkdtemp makes it 0700; a shared cache (image built by root, served by another user) must
-    # stay readable after the rename.
-    tmp.chmod(0o755)
-    try:
-        _build(tmp, dialect)
-        _install(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _is_complete(path: Path) -> bool:
-    # The marker is written last; the file check guards against hand-edited directories.
-    marker = path / _MARKER
-    if not marker.is_file():
-        return False
-    try:
-        info = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(info, dict) or info.get("version") != TINY_MODEL_VERSION:
-        return False
-    return all((path / name).is_file() for name in _REQUIRED_FILES)
-
-
-def _install(tmp: Path, target: Path) -> None:
-    """Rename the finished build into place, tolerating a concurrent builder that won the race."""
-    error: OSError | None = None
-    for _ in range(5):
-        try:
-            os.rename(tmp, target)
-            return
-        except OSError as exc:
-            error = exc
-            if _is_complete(target):
-                return  # another process finished first; its build is identical
-            _discard(target)  # leftover incomplete directory (not from an atomic build)
-    raise RuntimeError(f"could not install the tiny model at {target}") from error
-
-
-def _discard(path: Path) -> None:
-    # Move aside first, so nobody sees a directory that is half deleted.
-    trash = path.with_name(f"{_BUILDING_PREFIX}trash-{uuid.uuid4().hex}")
-    try:
-        os.rename(path, trash)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-def _remove_stale_builds(models_dir: Path) -> None:
-    now = time.time()
-    for entry in models_dir.glob(f"{_BUILDING_PREFIX}*"):
-        try:
-            if now - entry.stat().st_mtime > _STALE_BUILD_SECONDS:
-                shutil.rmtree(entry, ignore_errors=True)
-        except FileNotFoundError:
-            continue
+    return ensure_built(
+        tiny_model_dir(cache_dir, dialect),
+        lambda out: _build(out, dialect),
+        version=TINY_MODEL_VERSION,
+        required=_REQUIRED_FILES,
+        marker={"name": TINY_MODEL_NAME, "dialect": dialect},
+    )
 
 
 def _build(out: Path, dialect: str) -> None:
@@ -400,10 +332,6 @@ def _build(out: Path, dialect: str) -> None:
     _save_processor(tokenizer, out, template)
     _save_model(tokenizer, out)
     (out / "LICENSE").write_text(_LICENSE, encoding="utf-8")
-    for path in out.iterdir():
-        path.chmod(0o644)  # torch writes weights 0600; a shared cache must stay readable
-    marker = {"name": TINY_MODEL_NAME, "version": TINY_MODEL_VERSION, "dialect": dialect}
-    (out / _MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
 
 def _build_tokenizer() -> Tokenizer:

@@ -212,22 +212,28 @@ class VllmEngine:
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
 
-# builtin:<name> -> the tiny model's chat-template dialect.
-BUILTIN_MODELS = {"tiny-idefics3": "idefics3", "tiny-idefics3-mistral": "mistral"}
+# Models nimctl generates offline (builtin:<name>), for the CPU demo and twins.
+BUILTIN_MODELS = ("tiny-idefics3", "tiny-idefics3-mistral", "tiny-tekken")
 
 
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
     """A local directory or hub id for vLLM; builtin models are generated into the cache."""
     if profile.model.startswith(BUILTIN_SCHEME):
         from nimctl.engine.tiny_model import ensure_tiny_model
+        from nimctl.engine.tiny_tekken import ensure_tekken_model
 
-        dialect = BUILTIN_MODELS.get(profile.model.removeprefix(BUILTIN_SCHEME))
-        if dialect is None:
-            raise ConfigError(
-                f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
-                f"{', '.join(BUILTIN_SCHEME + name for name in BUILTIN_MODELS)}"
-            )
-        return str(ensure_tiny_model(settings.cache_dir, dialect))
+        name = profile.model.removeprefix(BUILTIN_SCHEME)
+        cache = settings.cache_dir
+        if name == "tiny-idefics3":
+            return str(ensure_tiny_model(cache, "idefics3"))
+        if name == "tiny-idefics3-mistral":
+            return str(ensure_tiny_model(cache, "mistral"))
+        if name == "tiny-tekken":
+            return str(ensure_tekken_model(cache))
+        raise ConfigError(
+            f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
+            f"{', '.join(BUILTIN_SCHEME + n for n in BUILTIN_MODELS)}"
+        )
     local = Path(profile.model).expanduser()
     if local.is_absolute() or profile.model.startswith("."):
         if not local.is_dir():
@@ -271,6 +277,9 @@ def build_engine_args(profile: Profile, settings: NimSettings, model: str) -> As
         "served_model_name": [profile.served_model_name],
         "limit_mm_per_prompt": limits,
         "reasoning_parser": profile.reasoning_parser or "",
+        # nimctl's media intake hands vLLM decoded images and inline videos; should a URL ever
+        # slip through, vLLM may fetch from no real domain (.invalid never resolves).
+        "allowed_media_domains": [MEDIA_FENCE_DOMAIN],
         "enable_log_requests": not settings.disable_log_requests,
         "disable_log_stats": False,  # the Prometheus series come from the stat loggers
     }
@@ -318,7 +327,10 @@ _OWNED_BY_NIMCTL = {
     "served_model_name": "NIM_SERVED_MODEL_NAME",
     "limit_mm_per_prompt": "NIM_MAX_IMAGES_PER_PROMPT / NIM_MAX_VIDEOS_PER_PROMPT",
     "reasoning_parser": "the profile's reasoning_parser",
+    "allowed_media_domains": "NIM_MEDIA_ALLOWLIST (media is fetched by nimctl)",
+    "allowed_local_media_path": "NIM_MEDIA_LOCAL_PATH (media is read by nimctl)",
 }
+MEDIA_FENCE_DOMAIN = "media-is-fetched-by-nimctl.invalid"
 
 
 def request_validation_error(exc: ValidationError) -> BadRequestError:

@@ -63,6 +63,7 @@ def test_shipped_profiles_carry_the_seed_facts(store):
     assert {p.name for p in store} == {
         *SEED_PROFILES,
         *(f"{n}-tiny" for n in SEED_PROFILES),
+        "mistral-small-4-119b-2603-tiny-tekken",
         "tiny",
     }
     for name, (served, images) in SEED_PROFILES.items():
