@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.nimctl-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-api test-e2e lint format clean
+.PHONY: install serve test test-unit test-api test-e2e lint format bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ test-api: install
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e
+
+# Benchmarks, not tests: results go to docs/benchmarks.md.
+bench: install
+	$(BIN)/python -m bench.intake
 
 lint: install
 	$(BIN)/ruff check .

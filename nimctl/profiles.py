@@ -40,6 +40,8 @@ _OWNED_ENGINE_ARGS = {
     "tool_call_parser": "tool_call_parser",
     "enable_auto_tool_choice": "tool_call_parser",
     "chat_template": "chat_template",
+    "allowed_media_domains": "NIM_MEDIA_ALLOWLIST (nimctl fetches media)",
+    "allowed_local_media_path": "NIM_MEDIA_LOCAL_PATH (nimctl reads media)",
 }
 
 

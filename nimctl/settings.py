@@ -123,6 +123,38 @@ class NimSettings(BaseSettings):
         "'--max-num-batched-tokens 8192'. They win over every other source.",
     )
 
+    # Media intake: fetching and checking images and videos that requests carry.
+    media_allowlist: str = Field(
+        "",
+        description="Comma-separated hosts (images.example.com, *.corp.internal) and networks "
+        "(10.0.0.0/8, ::1) whose non-public addresses media URLs may still reach.",
+    )
+    media_local_path: Path | None = Field(
+        None, description="A directory whose files requests may name as file:// URLs."
+    )
+    media_url_fetching: bool = Field(
+        True, description="Fetch http(s) media URLs; 0 accepts base64 data: URLs only."
+    )
+    media_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect.")
+    media_read_timeout: float = Field(10.0, gt=0, description="Seconds between two reads.")
+    media_fetch_timeout: float = Field(
+        30.0, gt=0, description="Seconds for one URL, redirects and retries included."
+    )
+    media_max_redirects: int = Field(3, ge=0, le=20, description="Redirects followed per URL.")
+    media_fetch_retries: int = Field(
+        2, ge=0, le=10, description="Extra attempts after a transient failure (5xx, 429, reset)."
+    )
+    media_max_concurrent_fetches: int = Field(
+        16, ge=1, description="URLs fetched at once, over all requests."
+    )
+    media_max_image_bytes: int = Field(
+        20 * 2**20, ge=1, description="Largest image file, bytes (base64 counted decoded)."
+    )
+    media_max_image_pixels: int = Field(
+        25_000_000, ge=1, description="Most pixels an image may have (width x height)."
+    )
+    media_max_video_bytes: int = Field(100 * 2**20, ge=1, description="Largest video file, bytes.")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

@@ -15,6 +15,7 @@ from nimctl.api.errors import install_error_handlers
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
 from nimctl.lifecycle import Supervisor
+from nimctl.media.intake import MediaIntake
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
@@ -26,6 +27,7 @@ def create_app(
     *,
     profile_id: str | None = None,
     registry: CollectorRegistry | None = None,
+    intake: MediaIntake | None = None,
 ) -> FastAPI:
     """Build the NIM-compatible app around `engine`.
 
@@ -34,6 +36,7 @@ def create_app(
     stat logger registers the engine's `vllm:` series.
     """
     supervisor = Supervisor(engine)
+    media = intake if intake is not None else MediaIntake.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +45,7 @@ def create_app(
             yield
         finally:
             await supervisor.stop()
+            await media.aclose()
 
     app = FastAPI(
         title="nimctl",
@@ -56,6 +60,7 @@ def create_app(
         engine=engine,
         supervisor=supervisor,
         registry=registry if registry is not None else prometheus_client.REGISTRY,
+        intake=media,
     )
     install_error_handlers(app)
     for module in (health, models, chat, metrics):

@@ -32,6 +32,7 @@ async def chat_completions(request: Request) -> Response:
     require_ready(state)
     payload = parse_json_object(await request.body())
     check_request(payload, state.profile)
+    await state.intake.resolve(payload, state.profile)
     chat_request = state.engine.parse_chat_request(payload)
     result = await until_disconnect(request, state.engine.chat(chat_request, request))
     if result is None:  # the client left; its engine request has been cancelled

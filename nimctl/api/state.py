@@ -10,6 +10,7 @@ from starlette.requests import Request
 from nimctl.engine.base import Engine
 from nimctl.errors import ServiceUnavailableError
 from nimctl.lifecycle import State, Supervisor
+from nimctl.media.intake import MediaIntake
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
@@ -22,6 +23,7 @@ class AppState:
     engine: Engine
     supervisor: Supervisor
     registry: CollectorRegistry
+    intake: MediaIntake
 
 
 def app_state(request: Request) -> AppState:

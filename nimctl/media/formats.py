@@ -1,27 +1,13 @@
-"""Reading media that arrives inside a request: data URLs, image formats, video facts.
-
-Formats are judged from the bytes, never from the declared MIME type or a file name.
-"""
+"""Shared facts about media: data: URLs, format names, and what a video file holds."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 import tempfile
 from dataclasses import dataclass
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?),", re.IGNORECASE)
-
-# Leading bytes of each image format nimctl knows (first match wins).
-_IMAGE_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"BM", "bmp"),
-)
 FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF", "webp": "WebP", "bmp": "BMP"}
 
 
@@ -30,22 +16,6 @@ class DataUrl:
     mime: str
     base64: bool
     data: str  # the text after the comma
-
-    def prefix_bytes(self, count: int = 32) -> bytes:
-        """The first `count` decoded bytes, decoding only what that needs."""
-        if not self.base64:
-            return self.data[:count].encode("latin-1", "replace")
-        chunk = re.sub(r"\s", "", self.data[: (count // 3 + 2) * 4 + 64])
-        chunk = chunk[: len(chunk) // 4 * 4]
-        try:
-            return base64.b64decode(chunk, validate=True)[:count]
-        except (binascii.Error, ValueError):
-            return b""
-
-    def decode(self) -> bytes:
-        if not self.base64:
-            return self.data.encode("latin-1", "replace")
-        return base64.b64decode(re.sub(r"\s", "", self.data), validate=True)
 
 
 def parse_data_url(url: str) -> DataUrl | None:
@@ -61,28 +31,17 @@ def parse_data_url(url: str) -> DataUrl | None:
     )
 
 
-def sniff_image_format(head: bytes) -> str | None:
-    """png, jpeg, gif, webp or bmp from the first bytes; None if none of them."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    for magic, name in _IMAGE_MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
-
-
 @dataclass(frozen=True)
 class VideoInfo:
     frames: int
     fps: float
 
-    @property
-    def seconds(self) -> float:
-        return self.frames / self.fps if self.fps > 0 else 0.0
-
 
 def probe_video(data: bytes) -> VideoInfo | None:
-    """Frame count and frame rate of a video, or None if it cannot be decoded."""
+    """Frame count and frame rate of a video, or None if it cannot be decoded.
+
+    OpenCV reads only from files, so the bytes go through a private temporary file.
+    """
     import cv2  # a vLLM dependency; only videos need it
 
     fd, path = tempfile.mkstemp(suffix=".video")

@@ -1,20 +1,43 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.server import Server, start_server
-from tests.support.media import image_data_url
+from tests.support.media import image_bytes, image_data_url
 
 TINY_MODEL = "nimctl/tiny-vlm"
 
 
+# Media settings of the shared tiny server: the test image server is reached by the name
+# "localhost" (admitted), while 127.0.0.1 itself and other names resolving to it are not; small
+# caps and timeouts keep the refusal cases fast.
+TINY_MEDIA_ENV = {
+    "NIM_MEDIA_ALLOWLIST": "localhost",
+    "NIM_MEDIA_CONNECT_TIMEOUT": "1",
+    "NIM_MEDIA_READ_TIMEOUT": "1",
+    "NIM_MEDIA_FETCH_TIMEOUT": "3",
+    "NIM_MEDIA_MAX_IMAGE_BYTES": str(2 * 2**20),
+}
+
+
 @pytest.fixture(scope="session")
-def tiny_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory the tiny server may read file:// media from."""
+    root = tmp_path_factory.mktemp("media-root")
+    (root / "ok.png").write_bytes(image_bytes("PNG"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory, media_root: Path) -> Iterator[Server]:
     """One tiny-profile server for the whole session: an engine takes 15-30 s to start."""
     log = tmp_path_factory.mktemp("tiny") / "nimctl.log"
-    server = start_server("tiny", log)
+    server = start_server(
+        "tiny", log, env={**TINY_MEDIA_ENV, "NIM_MEDIA_LOCAL_PATH": str(media_root)}
+    )
     yield server
     code = server.stop()
     assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"

@@ -294,30 +294,12 @@ def test_image_limit_follows_the_setting_and_counts_all_messages(store):
     assert "at most 2" in error.message and error.param == "messages[2].content[0]"
 
 
-@pytest.mark.parametrize("name", (LARGE3, SMALL4, QWEN))
-def test_gif_jpeg_png_accepted(store, name):
-    accept(profile(store, name), body(msg("user", [image_part(u) for u in (PNG, JPEG, GIF)])))
-
-
-def test_nemotron_refuses_gif(store):
-    prof = profile(store, NEMOTRON)
-    accept(prof, body(msg("user", [image_part(PNG), image_part(JPEG)])))
-    error = refuse(prof, body(msg("user", [image_part(GIF)])), "image_formats")
-    assert "GIF" in error.message and "JPEG, PNG" in error.message
-
-
-def test_format_comes_from_the_bytes_not_the_mime_type(store):
-    lying = GIF.replace("data:image/gif", "data:image/png")
-    refuse(profile(store, NEMOTRON), body(msg("user", [image_part(lying)])), "image_formats")
-    refuse(
-        profile(store, QWEN),
-        body(msg("user", [image_part("data:image/png;base64,AAAA")])),
-        "image_formats",
+@pytest.mark.parametrize("kind", ["image_pil", "image_embeds", "input_audio", "file"])
+def test_server_side_part_types_are_refused(store, kind):
+    error = refuse(
+        profile(store, QWEN), body(msg("user", [{"type": kind, kind: "x"}])), "content_part_types"
     )
-
-
-def test_remote_images_are_left_for_intake(store):
-    accept(profile(store, NEMOTRON), body(msg("user", [image_part("https://example.com/a.gif")])))
+    assert error.param == "messages[0].content[0].type"
 
 
 # --- Nemotron translations --------------------------------------------------------------
@@ -395,7 +377,6 @@ def test_video_on_with_the_setting(store, video):
     prof = profile(store, QWEN, max_videos_per_prompt=1)
     accept(prof, body(msg("user", [video_part(video), text_part()])))
     refuse(prof, body(msg("user", [video_part(video), video_part(video)])), "max_videos_per_prompt")
-    refuse(prof, body(msg("user", [video_part("data:video/mp4;base64,AAAA")])), "video_readable")
 
 
 def test_models_without_video_refuse_it(store, video):
@@ -407,11 +388,7 @@ def test_models_without_video_refuse_it(store, video):
     ("io", "accepted"),
     [
         ({"video": {"fps": 3.0}}, True),
-        ({"video": {"fps": 10}}, True),
-        ({"video": {"fps": 10.5}}, False),  # above the video's 10 fps
         ({"video": {"num_frames": 16}}, True),
-        ({"video": {"num_frames": 25}}, True),
-        ({"video": {"num_frames": 26}}, False),  # more than its 25 frames
         ({"video": {"fps": 2.0, "num_frames": 16}}, True),
         ({"video": {"fps": 0}}, False),
         ({"video": {"num_frames": 1.5}}, False),
@@ -419,7 +396,7 @@ def test_models_without_video_refuse_it(store, video):
         ({"image": {}}, False),
     ],
 )
-def test_media_io_kwargs_within_the_video(store, video, io, accepted):
+def test_media_io_kwargs_shape(store, video, io, accepted):
     prof = profile(store, QWEN, max_videos_per_prompt=1)
     payload = body(msg("user", [video_part(video), text_part()]), media_io_kwargs=io)
     if accepted:

@@ -1,0 +1,53 @@
+"""Write benchmark results into docs/benchmarks.md, one section per benchmark.
+
+Each section is replaced in place, so running one benchmark keeps the others' last results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Measured by `make bench` on the project's own machines (no GPU). Every figure is a median over
+rounds, and comparisons alternate the contenders (A B A B ...) in one run, so that machine noise
+hits both. These machines are shared: compare ratios, not absolute times, across runs.
+"""
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def write_section(key: str, title: str, body: str) -> None:
+    """Replace (or append) the section marked by `key`."""
+    text = DOC.read_text() if DOC.exists() else HEADER
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"<!-- bench:{key} -->\n## {title}\n\n*{stamp}; {machine()}*\n\n{body.strip()}\n"
+        f"<!-- /bench:{key} -->\n"
+    )
+    pattern = re.compile(rf"<!-- bench:{key} -->.*?<!-- /bench:{key} -->\n", re.S)
+    text = (
+        pattern.sub(lambda _: section, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + section)
+    )
+    DOC.write_text(text)

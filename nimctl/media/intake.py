@@ -1,0 +1,279 @@
+"""The one media step of the chat path: every image and video a request carries is resolved to
+bytes, checked, and handed to vLLM in a form it will not fetch or decode again.
+
+- Images become loaded Pillow images (`image_pil` parts, which vLLM's chat layer takes as they
+  are): base64 is decoded once, the image is decoded once, nothing is re-encoded.
+- Videos stay `video_url` parts with a `data:` URL (the client's own, or one made from fetched
+  bytes), after their container, size, frame count and frame rate have been checked.
+
+Fetching is the fetcher's job (SSRF-safe, bounded, retried); decoding runs on worker threads so
+the event loop keeps serving. A client's mistake always ends as a 400 that names the content part
+and the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from nimctl.errors import BadRequestError
+from nimctl.guards.base import GuardError, messages, part_url, parts
+from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher, parse_allowlist
+from nimctl.media.formats import FORMAT_NAMES, DataUrl, VideoInfo, parse_data_url
+from nimctl.media.images import ImageProblem, load_image
+from nimctl.media.video import VideoProblem, container_of, inspect_video
+from nimctl.profiles import Profile
+from nimctl.settings import NimSettings
+
+IMAGE_PARTS = ("image_url", "input_image")
+VIDEO_PARTS = ("video_url",)
+_WHITESPACE = re.compile(r"[\s]+")
+_VIDEO_MIME = {
+    "MP4/MOV/3GP": "video/mp4",
+    "Matroska/WebM": "video/webm",
+    "FLV": "video/x-flv",
+    "AVI": "video/x-msvideo",
+}
+
+
+class MediaError(BadRequestError):
+    """A content part whose media cannot be used: 400, naming the part and the reason."""
+
+    def __init__(self, where: str, reason: str, problem: str, fix: str) -> None:
+        text = f"{problem} {fix}".strip()
+        super().__init__(f"{where}: {text} (reason: {reason})", param=where)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_image_bytes: int
+    max_image_pixels: int
+    max_video_bytes: int
+
+
+@dataclass
+class _Item:
+    where: str
+    kind: str  # "image" or "video"
+    part: dict[str, Any]
+    url: str
+    data_url: DataUrl | None  # parsed once: the text may be megabytes
+
+
+class MediaIntake:
+    def __init__(self, fetcher: MediaFetcher, limits: MediaLimits) -> None:
+        self._fetcher = fetcher
+        self._limits = limits
+
+    @classmethod
+    def from_settings(cls, settings: NimSettings) -> MediaIntake:
+        hosts, networks = parse_allowlist(settings.media_allowlist)
+        policy = FetchPolicy(
+            allowed_hosts=hosts,
+            allowed_networks=networks,
+            local_root=settings.media_local_path,
+            url_fetching=settings.media_url_fetching,
+            connect_timeout_s=settings.media_connect_timeout,
+            read_timeout_s=settings.media_read_timeout,
+            total_timeout_s=settings.media_fetch_timeout,
+            max_redirects=settings.media_max_redirects,
+            retries=settings.media_fetch_retries,
+            max_concurrent=settings.media_max_concurrent_fetches,
+        )
+        limits = MediaLimits(
+            max_image_bytes=settings.media_max_image_bytes,
+            max_image_pixels=settings.media_max_image_pixels,
+            max_video_bytes=settings.media_max_video_bytes,
+        )
+        return cls(MediaFetcher(policy), limits)
+
+    async def aclose(self) -> None:
+        await self._fetcher.aclose()
+
+    async def resolve(self, payload: dict[str, Any], profile: Profile) -> None:
+        items = _collect(payload)
+        if not items:
+            return
+        results = await asyncio.gather(
+            *(self._take(item, profile) for item in items), return_exceptions=True
+        )
+        _raise_first(results)
+        infos = [r for r in results if isinstance(r, VideoInfo)]
+        if infos:
+            _check_sampling(payload, infos)
+
+    async def _take(self, item: _Item, profile: Profile) -> VideoInfo | None:
+        """Each part goes on to decoding as soon as its own bytes are in."""
+        blob = await self._bytes_of(item)
+        return await asyncio.to_thread(self._check, item, blob, profile)
+
+    async def _bytes_of(self, item: _Item) -> bytes | None:
+        """Fetched bytes of a remote part; None for a data: URL, decoded later off the loop."""
+        limit = self._limit(item)
+        data_url = item.data_url
+        if data_url is None:
+            try:
+                return await self._fetcher.fetch(item.url, limit)
+            except FetchError as exc:  # its message already says what to do
+                message = exc.message[:1].upper() + exc.message[1:].rstrip(".") + "."
+                raise MediaError(item.where, exc.reason, message, "") from None
+        if not data_url.base64:
+            raise MediaError(
+                item.where,
+                "data_url",
+                "A data: URL without ;base64 is not accepted for media.",
+                "Send data:<type>;base64,<data>.",
+            )
+        if not data_url.mime.startswith(f"{item.kind}/"):
+            raise MediaError(
+                item.where,
+                "mime_type",
+                f"The data: URL declares {data_url.mime or 'no type'!r}.",
+                f"Declare a {item.kind}/... type matching the data.",
+            )
+        if len(data_url.data) // 4 * 3 > limit + 3 + len(data_url.data) // 60:
+            # Measured before decoding (whitespace, as in wrapped base64, allowed for).
+            raise MediaError(
+                item.where,
+                "too_large",
+                f"The {item.kind} is larger than {limit:,} bytes.",
+                f"Send a smaller {item.kind} (NIM_MEDIA_MAX_{item.kind.upper()}_BYTES).",
+            )
+        return None
+
+    def _limit(self, item: _Item) -> int:
+        return (
+            self._limits.max_image_bytes if item.kind == "image" else self._limits.max_video_bytes
+        )
+
+    def _decode_base64(self, item: _Item, text: str) -> bytes:
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            if not _WHITESPACE.search(text):
+                raise MediaError(
+                    item.where,
+                    "base64",
+                    "The data: URL is not valid base64.",
+                    "Encode the bytes with standard base64 (A-Z, a-z, 0-9, +, /, =).",
+                ) from None
+            # Wrapped base64 (the `base64` command's output): decode without the whitespace.
+            return self._decode_base64(item, "".join(text.split()))
+        if len(data) > self._limit(item):
+            raise MediaError(
+                item.where,
+                "too_large",
+                f"The {item.kind} is larger than {self._limit(item):,} bytes.",
+                f"Send a smaller {item.kind} (NIM_MEDIA_MAX_{item.kind.upper()}_BYTES).",
+            )
+        return data
+
+    def _check(self, item: _Item, blob: bytes | None, profile: Profile) -> VideoInfo | None:
+        """Runs on a worker thread: decoding is CPU work the event loop must not wait for."""
+        data_url = item.data_url
+        declared = data_url.mime if data_url is not None else None
+        if blob is None:
+            assert data_url is not None
+            blob = self._decode_base64(item, data_url.data)
+        if item.kind == "image":
+            try:
+                image = load_image(
+                    blob,
+                    formats=profile.image_formats,
+                    max_pixels=self._limits.max_image_pixels,
+                    declared_mime=declared,
+                )
+            except ImageProblem as exc:
+                if exc.reason == "image_format":
+                    accepted = ", ".join(FORMAT_NAMES[f] for f in profile.image_formats)
+                    found = FORMAT_NAMES.get(exc.found or "", exc.found or "unknown")
+                    raise GuardError(
+                        "image_formats",
+                        f"{item.where} is a {found} image; {profile.served_model_name} accepts "
+                        f"{accepted}.",
+                        f"Convert the image to one of: {accepted}.",
+                        item.where,
+                    ) from None
+                raise MediaError(item.where, exc.reason, exc.problem, exc.fix) from None
+            _replace_with_image(item.part, image)
+            return None
+        try:
+            info = inspect_video(blob)
+        except VideoProblem as exc:
+            raise MediaError(item.where, exc.reason, exc.problem, exc.fix) from None
+        if data_url is None:  # fetched: hand vLLM the bytes, so that it never fetches itself
+            mime = _VIDEO_MIME.get(container_of(blob) or "", "video/mp4")
+            item.part["video_url"] = {
+                "url": f"data:{mime};base64,{base64.b64encode(blob).decode()}"
+            }
+        return info
+
+
+def _collect(payload: dict[str, Any]) -> list[_Item]:
+    items = []
+    for i, message in messages(payload):
+        for j, part in parts(message):
+            kind = (
+                "image"
+                if part.get("type") in IMAGE_PARTS
+                else "video"
+                if part.get("type") in VIDEO_PARTS
+                else None
+            )
+            if kind is None:
+                continue
+            where = f"messages[{i}].content[{j}]"
+            url = part_url(part, "image_url" if kind == "image" else "video_url")
+            if url is None:
+                raise MediaError(
+                    where,
+                    "url",
+                    f"The {kind} part has no URL.",
+                    f'Send {{"type": "{part["type"]}", "{kind}_url": {{"url": "..."}}}}.',
+                )
+            items.append(_Item(where, kind, part, url, parse_data_url(url)))
+    return items
+
+
+def _replace_with_image(part: dict[str, Any], image: Any) -> None:
+    """Turn the part into vLLM's in-process image part; keep a client-given cache uuid."""
+    uuid = part.get("uuid")
+    part.clear()
+    part.update({"type": "image_pil", "image_pil": image})
+    if uuid is not None:
+        part["uuid"] = uuid
+
+
+def _check_sampling(payload: dict[str, Any], infos: list[VideoInfo]) -> None:
+    """media_io_kwargs may not ask for more than a video has (the Qwen3.5 page says 400)."""
+    video = (payload.get("media_io_kwargs") or {}).get("video")
+    if not isinstance(video, dict):
+        return
+    fps, frames = video.get("fps"), video.get("num_frames")
+    for info in infos:
+        if isinstance(fps, int | float) and fps > info.fps:
+            raise GuardError(
+                "media_io_kwargs",
+                f"media_io_kwargs.video.fps={fps:g} is above the video's own {info.fps:g} fps.",
+                f"Ask for at most {info.fps:g} fps.",
+                "media_io_kwargs.video.fps",
+            )
+        if isinstance(frames, int) and frames > info.frames:
+            raise GuardError(
+                "media_io_kwargs",
+                f"media_io_kwargs.video.num_frames={frames} is more than the "
+                f"video's {info.frames} frames.",
+                f"Ask for at most {info.frames} frames.",
+                "media_io_kwargs.video.num_frames",
+            )
+
+
+def _raise_first(results: list[Any]) -> None:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -1,0 +1,294 @@
+"""Media intake: bytes resolved, checked and handed to vLLM decoded; 400s name the part."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import zlib
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from nimctl.guards import GuardError
+from nimctl.media.fetch import FetchError
+from nimctl.media.formats import VideoInfo
+from nimctl.media.images import ImageProblem, load_image
+from nimctl.media.intake import MediaError, MediaIntake, MediaLimits
+from nimctl.media.video import VideoProblem, inspect_video
+from nimctl.profiles import ProfileStore, apply_settings, builtin_profiles_dir
+from nimctl.settings import NimSettings
+from tests.support.media import image_bytes, image_data_url, video_bytes, video_data_url
+
+LIMITS = MediaLimits(
+    max_image_bytes=2_000_000, max_image_pixels=1_000_000, max_video_bytes=5_000_000
+)
+
+
+class StubFetcher:
+    """URL -> bytes or FetchError; records what was asked."""
+
+    def __init__(self, answers: dict[str, bytes | FetchError]) -> None:
+        self.answers = answers
+        self.asked: list[tuple[str, int]] = []
+
+    async def fetch(self, url: str, max_bytes: int) -> bytes:
+        self.asked.append((url, max_bytes))
+        answer = self.answers[url]
+        if isinstance(answer, FetchError):
+            raise answer
+        return answer
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def store() -> ProfileStore:
+    return ProfileStore.load([builtin_profiles_dir()])
+
+
+def request(*parts: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, *parts]}],
+        **fields,
+    }
+
+
+def image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def video(url: str) -> dict[str, Any]:
+    return {"type": "video_url", "video_url": {"url": url}}
+
+
+async def resolve(store, payload, answers=None, profile="tiny", **settings):
+    fetcher = StubFetcher(answers or {})
+    intake = MediaIntake(fetcher, LIMITS)  # type: ignore[arg-type]
+    prof = apply_settings(store.get(profile), NimSettings(**settings))
+    await intake.resolve(payload, prof)
+    return fetcher
+
+
+async def refused(store, payload, reason, answers=None, profile="tiny", **settings):
+    with pytest.raises(MediaError) as info:
+        await resolve(store, payload, answers, profile, **settings)
+    assert info.value.reason == reason, info.value.message
+    assert info.value.status == 400
+    assert f"(reason: {reason})" in info.value.message
+    return info.value
+
+
+# --- images ---------------------------------------------------------------------------
+
+
+async def test_base64_image_becomes_a_decoded_image_part(store):
+    payload = request({**image(image_data_url("PNG", (40, 30))), "uuid": "img-1"})
+    await resolve(store, payload)
+    part = payload["messages"][0]["content"][1]
+    assert part["type"] == "image_pil" and part["uuid"] == "img-1"
+    assert isinstance(part["image_pil"], Image.Image) and part["image_pil"].size == (40, 30)
+
+
+async def test_url_image_is_fetched_once_with_the_image_cap(store):
+    payload = request(image("https://img.example/a.jpg"))
+    fetcher = await resolve(store, payload, {"https://img.example/a.jpg": image_bytes("JPEG")})
+    assert fetcher.asked == [("https://img.example/a.jpg", LIMITS.max_image_bytes)]
+    assert payload["messages"][0]["content"][1]["type"] == "image_pil"
+
+
+async def test_whitespace_in_base64_is_tolerated(store):
+    url = image_data_url("PNG")
+    head, data = url.split(",", 1)
+    wrapped = head + "," + "\n".join(data[i : i + 76] for i in range(0, len(data), 76))
+    await resolve(store, request(image(wrapped)))
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("data:image/png;base64,@@@@", "base64"),
+        ("data:image/png;base64,iVBORw0KGgo=x", "base64"),
+        ("data:image/png,rawbytes", "data_url"),
+        ("data:text/plain;base64," + base64.b64encode(image_bytes()).decode(), "mime_type"),
+        (
+            "data:image/jpeg;base64," + base64.b64encode(image_bytes("PNG")).decode(),
+            "mime_mismatch",
+        ),
+        (
+            "data:image/png;base64," + base64.b64encode(b"not an image at all").decode(),
+            "not_an_image",
+        ),
+        ("data:image/png;base64," + base64.b64encode(image_bytes()[:60]).decode(), "corrupt"),
+    ],
+)
+async def test_bad_base64_images(store, url, reason):
+    error = await refused(store, request(image(url)), reason)
+    assert error.param == "messages[0].content[1]"
+
+
+async def test_oversized_base64_is_refused_before_decoding(store):
+    huge = "data:image/png;base64," + "A" * 3_000_000  # 2.25 MB decoded > 2 MB
+    error = await refused(store, request(image(huge)), "too_large")
+    assert "2,000,000 bytes" in error.message
+
+
+async def test_pixel_bomb_is_refused_from_the_header(store):
+    # A 2000 x 2000 PNG (4 MP) compresses to a few kB; the cap is 1 MP.
+    url = image_data_url("PNG", (2000, 2000), "black")
+    error = await refused(store, request(image(url)), "too_many_pixels")
+    assert "2000 x 2000" in error.message
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header announcing a huge image, with a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("max_pixels", [1_000_000, 10**12])
+def test_decompression_bomb_header_is_refused_before_decoding(max_pixels):
+    """Refused from the header, whether nimctl's cap or Pillow's own bomb check trips first."""
+    with pytest.raises(ImageProblem) as info:
+        load_image(png_claiming(100_000, 100_000), formats=("png",), max_pixels=max_pixels)
+    assert info.value.reason == "too_many_pixels"
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (16, 16), color) for color in ("red", "blue", "green")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=50)
+    loaded = load_image(buffer.getvalue(), formats=("gif",), max_pixels=10_000)
+    assert loaded.tell() == 0
+    assert loaded.convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+
+
+async def test_format_whitelist_is_the_profiles(store):
+    gif = image(image_data_url("GIF"))
+    nemotron = "llama-3.1-nemotron-nano-vl-8b-v1"
+    with pytest.raises(GuardError) as info:
+        await resolve(store, request(gif), profile=nemotron)
+    assert info.value.rule == "image_formats" and "GIF" in info.value.message
+    await resolve(store, request(image(image_data_url("GIF"))))  # tiny takes GIF
+    fetched = {"https://x.example/y.png": image_bytes("GIF")}  # name lies, bytes decide
+    with pytest.raises(GuardError):
+        await resolve(store, request(image("https://x.example/y.png")), fetched, profile=nemotron)
+    webp = image(image_data_url("WEBP"))
+    with pytest.raises(GuardError):
+        await resolve(store, request(webp))
+
+
+async def test_fetch_failures_name_the_part_and_reason(store):
+    url = "http://169.254.169.254/latest/meta-data"
+    answers = {url: FetchError("blocked_address", "the media URL is not public; use another")}
+    payload = request(image(image_data_url()), image(url))
+    error = await refused(store, payload, "blocked_address", answers)
+    assert error.param == "messages[0].content[2]"
+    assert error.message.startswith(
+        "messages[0].content[2]: The media URL is not public; use another. (reason:"
+    )
+
+
+async def test_first_failing_part_is_reported(store):
+    answers = {
+        "https://a.example/1.png": FetchError("http_status", "HTTP 404."),
+        "https://a.example/2.png": FetchError("timeout", "Too slow."),
+    }
+    payload = request(image("https://a.example/1.png"), image("https://a.example/2.png"))
+    error = await refused(store, payload, "http_status", answers)
+    assert error.param == "messages[0].content[1]"
+
+
+async def test_part_without_url(store):
+    await refused(store, request({"type": "image_url", "image_url": {}}), "url")
+
+
+# --- videos ---------------------------------------------------------------------------
+
+
+QWEN = "qwen3.5-397b-a17b"
+
+
+def test_video_inspection():
+    assert inspect_video(video_bytes(frames=25, fps=10.0)) == VideoInfo(frames=25, fps=10.0)
+    with pytest.raises(VideoProblem) as info:
+        inspect_video(b"\x00" * 64)
+    assert info.value.reason == "not_a_video"
+    with pytest.raises(VideoProblem) as info:
+        inspect_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    assert info.value.reason == "corrupt"
+
+
+async def test_video_data_url_is_kept_and_checked(store):
+    url = video_data_url(frames=25, fps=10.0)
+    payload = request(video(url), media_io_kwargs={"video": {"num_frames": 25, "fps": 10}})
+    await resolve(store, payload, profile=QWEN, max_videos_per_prompt=1)
+    assert payload["messages"][0]["content"][1]["video_url"]["url"] == url
+
+
+async def test_fetched_video_is_inlined(store):
+    blob = video_bytes(frames=10, fps=5.0)
+    payload = request(video("https://v.example/clip.mp4"))
+    await resolve(
+        store, payload, {"https://v.example/clip.mp4": blob}, profile=QWEN, max_videos_per_prompt=1
+    )
+    inlined = payload["messages"][0]["content"][1]["video_url"]["url"]
+    assert inlined == "data:video/mp4;base64," + base64.b64encode(blob).decode()
+
+
+@pytest.mark.parametrize(
+    ("sampling", "accepted"),
+    [
+        ({"fps": 10.0}, True),
+        ({"fps": 10.5}, False),
+        ({"num_frames": 25}, True),
+        ({"num_frames": 26}, False),
+        ({"fps": 2.0, "num_frames": 16}, True),
+    ],
+)
+async def test_sampling_cannot_exceed_the_video(store, sampling, accepted):
+    payload = request(
+        video(video_data_url(frames=25, fps=10.0)), media_io_kwargs={"video": sampling}
+    )
+    if accepted:
+        await resolve(store, payload, profile=QWEN, max_videos_per_prompt=1)
+        return
+    with pytest.raises(GuardError) as info:
+        await resolve(store, payload, profile=QWEN, max_videos_per_prompt=1)
+    assert info.value.rule == "media_io_kwargs"
+
+
+async def test_bad_videos(store):
+    await refused(
+        store,
+        request(video("data:video/mp4;base64,AAAA")),
+        "not_a_video",
+        profile=QWEN,
+        max_videos_per_prompt=1,
+    )
+    await refused(
+        store,
+        request(video("data:image/png;base64,AAAA")),
+        "mime_type",
+        profile=QWEN,
+        max_videos_per_prompt=1,
+    )
+
+
+async def test_requests_without_media_touch_nothing(store):
+    payload = {"messages": [{"role": "user", "content": "hi"}]}
+    fetcher = await resolve(store, payload)
+    assert fetcher.asked == [] and payload == {"messages": [{"role": "user", "content": "hi"}]}
