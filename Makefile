@@ -44,6 +44,7 @@ test-e2e: install
 # Benchmarks, not tests: results go to docs/benchmarks.md.
 bench: install
 	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.scrape
 
 lint: install
 	$(BIN)/ruff check .

@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nimctl import __version__
 from nimctl.errors import ConfigError
 from nimctl.hardware import detect_gpus
 from nimctl.profiles import Profile, ProfileStore, apply_settings, fit, load_store
-from nimctl.settings import NimSettings, env_name, load_settings, unknown_nim_variables
+from nimctl.settings import (
+    NimSettings,
+    env_name,
+    load_settings,
+    settings_tables,
+    unknown_nim_variables,
+)
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    pass
 
 logger = logging.getLogger("nimctl.cli")
+DOC_BEGIN = "<!-- settings:begin"
+DOC_END = "<!-- settings:end -->"
 
 EXIT_CONFIG = 2
 
@@ -62,6 +70,22 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate the configuration and print it")
     _add_selection_flags(check)
     check.set_defaults(func=_check)
+
+    k8s = sub.add_parser("k8s", help="Kubernetes manifests for a profile, as YAML")
+    k8s.add_argument("--profile", required=True, help="profile name or id")
+    k8s.add_argument("--values", type=Path, help="YAML merged over deploy/values.yaml")
+    k8s.add_argument("--release", help="object names (default: the profile name as a DNS label)")
+    k8s.add_argument("--namespace", help="namespace of every object (default: kubectl's)")
+    k8s.set_defaults(func=_k8s)
+
+    doc = sub.add_parser("config-doc", help="the NIM_* settings tables of the documentation")
+    doc.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help="replace the generated block of FILE (docs/configuration.md)",
+    )
+    doc.set_defaults(func=_config_doc)
     return parser
 
 
@@ -104,41 +128,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from nimctl.api import create_app
     from nimctl.engine.vllm import VllmEngine  # vllm itself is imported later, off the loop
+    from nimctl.server import serve
 
     app = create_app(settings, profile, VllmEngine(settings, profile), profile_id=store.id_of(base))
-    return asyncio.run(_run_server(app, sock))
-
-
-async def _run_server(app: FastAPI, sock: socket.socket) -> int:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the process would
-            # die by the signal; a completed graceful stop is a normal exit (status 0).
-            with super().capture_signals():
-                try:
-                    yield
-                finally:
-                    getattr(self, "_captured_signals", []).clear()
-
-    supervisor = app.state.nimctl.supervisor
-    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=30)
-    server = Server(config)
-
-    async def stop_when_fatal() -> None:
-        await supervisor.fatal.wait()
-        server.should_exit = True
-
-    watcher = asyncio.create_task(stop_when_fatal())
-    host, port = sock.getsockname()[:2]
-    logger.info("listening on http://%s:%d (model loading; ready at /v1/health/ready)", host, port)
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        watcher.cancel()
-    return supervisor.exit_code
+    return asyncio.run(serve(app, sock, settings))
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -193,12 +186,43 @@ def _show_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _k8s(args: argparse.Namespace) -> int:
+    from nimctl.k8s import dump_yaml, load_values, render_manifests
+
+    store = load_store(load_settings())
+    profile = store.get(args.profile)
+    objects = render_manifests(
+        profile,
+        store.id_of(profile),
+        load_values(args.values),
+        release=args.release,
+        namespace=args.namespace,
+    )
+    print(dump_yaml(objects), end="")
+    return 0
+
+
+def _config_doc(args: argparse.Namespace) -> int:
+    tables = settings_tables()
+    if args.write is None:
+        print(tables, end="")
+        return 0
+    text = args.write.read_text()
+    begin, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if begin < 0 or end < begin:
+        raise ConfigError(f"{args.write} has no '{DOC_BEGIN}' ... '{DOC_END}' block")
+    begin = text.index("\n", begin) + 1
+    args.write.write_text(f"{text[:begin]}\n{tables}\n{text[end:]}")
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store, base, profile = _resolve(settings)
     print("# effective NIM_* settings")
     for name, value in settings.model_dump(mode="json").items():
-        print(f"{env_name(name)}={'' if value is None else value}")
+        shown = "***" if name == "api_key" and value is not None else value
+        print(f"{env_name(name)}={'' if shown is None else shown}")
     for name in unknown_nim_variables():
         print(f"# warning: {name} is not a nimctl setting and is ignored")
     print(f"# profile {profile.name}, id {store.id_of(base)}")

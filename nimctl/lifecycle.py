@@ -23,6 +23,7 @@ logger = logging.getLogger("nimctl.lifecycle")
 class State(enum.Enum):
     STARTING = "starting"
     READY = "ready"
+    DRAINING = "draining"  # SIGTERM: finishing requests in flight, refusing new ones
     FAILED = "failed"
     STOPPING = "stopping"
 
@@ -78,6 +79,13 @@ class Supervisor:
             self._fail(f"engine died: {exc}")
             return self.reason
         return None
+
+    def begin_drain(self) -> None:
+        """Refuse new work (ready and model routes answer 503) while requests in flight end."""
+        if self.state in (State.STARTING, State.READY):
+            self.state = State.DRAINING
+            self.reason = "the server is shutting down"
+            logger.info("draining: new requests get 503, requests in flight may finish")
 
     def _fail(self, reason: str, exit_code: int = 1) -> None:
         if self.state is State.STOPPING:

@@ -6,6 +6,10 @@ environment). A setting that a profile may also supply defaults to ``None`` here
 profile decides"; `profiles.apply_settings` does that merge. Nothing reads the environment at
 import time and there is no global instance: whoever needs settings builds them once and passes
 them on.
+
+Each field's description (and its `group`, and the vLLM argument it feeds) is the documentation:
+docs/configuration.md's tables are generated from this model (`nimctl config-doc`), so they
+cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from nimctl.errors import ConfigError
@@ -25,6 +29,26 @@ ENV_PREFIX = "NIM_"
 LogLevel = Literal["DEFAULT", "TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # vLLM 0.32's StructuredOutputsBackend; a unit test keeps this list equal to vLLM's.
 GuidedDecodingBackend = Literal["auto", "xgrammar", "guidance", "outlines", "lm-format-enforcer"]
+SslMode = Literal["DISABLED", "TLS", "MTLS"]
+
+GROUPS = (
+    "Model selection and cache",
+    "Server",
+    "Security",
+    "Logging",
+    "Engine",
+    "Chat layer",
+    "Media intake",
+)
+
+
+def _field(
+    default: Any, group: str, description: str, vllm: str | None = None, **constraints: Any
+) -> Any:
+    extra: dict[str, Any] = {"group": group}
+    if vllm:
+        extra["vllm"] = vllm
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
 
 
 class NimSettings(BaseSettings):
@@ -39,133 +63,242 @@ class NimSettings(BaseSettings):
     )
 
     # Model selection and cache.
-    model_profile: str | None = Field(
+    model_profile: str | None = _field(
         None,
-        description="Profile to serve, by name or id (64-hex, or a unique prefix of 8+). "
-        "Unset: the `tiny` CPU demo when no GPU is visible, else start-up asks for one.",
+        GROUPS[0],
+        "Profile to serve, by name (`mistral-small-4-119b-2603`), 64-hex id, or unique id prefix "
+        "of 8+ digits. Unset: the `tiny` CPU demo when no GPU is visible; with GPUs, start-up "
+        "asks for a profile and lists those that fit. Flag: `--profile`.",
     )
-    model_path: str | None = Field(
+    model_path: str | None = _field(
         None,
-        description="Overrides the profile's model source: a Hugging Face id or a local directory.",
+        GROUPS[0],
+        "Model source replacing the profile's: a Hugging Face id (`org/name`) or a local "
+        "directory (absolute or `./relative`). Flag: `--model`.",
     )
-    served_model_name: str | None = Field(
+    served_model_name: str | None = _field(
         None,
-        description="Model id shown by /v1/models and accepted in requests' `model`. "
-        "Unset: the profile's.",
+        GROUPS[0],
+        "The model id of `/v1/models`, and the only `model` value requests may use. Unset: the "
+        "profile's.",
     )
-    cache_path: Path = Field(
+    cache_path: Path = _field(
         Path("~/.cache/nim"),
-        description="Cache for models (downloaded or generated). The container sets "
-        "/opt/nim/.cache, as NIM does.",
+        GROUPS[0],
+        "Where models are downloaded or generated and vLLM keeps its caches (`huggingface/`, "
+        "`vllm/`, `models/`). The container sets `/opt/nim/.cache`, as NIM does; mount a volume "
+        "there.",
     )
-    profiles_path: Path | None = Field(
+    profiles_path: Path | None = _field(
         None,
-        description="A directory of extra profile YAML files, added to the built-in ones.",
+        GROUPS[0],
+        "A directory of extra profile YAML files, used beside the built-in ones (a name used "
+        "twice is an error).",
     )
 
     # Server.
-    server_port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
-    host: str = Field("0.0.0.0", min_length=1, description="Bind address.")
+    server_port: int = _field(8000, GROUPS[1], "HTTP port. Flag: `--port`.", ge=1, le=65535)
+    host: str = _field(
+        "0.0.0.0", GROUPS[1], "Bind address, IPv4 or IPv6. Flag: `--host`.", min_length=1
+    )
+    max_request_bytes: int = _field(
+        128 * 2**20,
+        GROUPS[1],
+        "Largest request body, bytes; a larger one gets 413 before it is read.",
+        ge=1,
+    )
+    shutdown_grace_period: float = _field(
+        30.0,
+        GROUPS[1],
+        "Seconds SIGTERM waits for requests in flight (new ones get 503) before the engine "
+        "stops. Keep Kubernetes' terminationGracePeriodSeconds above it.",
+        ge=0,
+    )
+
+    # Security.
+    ssl_mode: SslMode = _field(
+        "DISABLED",
+        GROUPS[2],
+        "`DISABLED` (plain HTTP), `TLS` (HTTPS; needs `NIM_SSL_KEY_PATH` and "
+        "`NIM_SSL_CERT_PATH`) or `MTLS` (HTTPS with client certificates signed by "
+        "`NIM_SSL_CA_CERTS_PATH`); case-insensitive.",
+    )
+    ssl_key_path: Path | None = _field(None, GROUPS[2], "PEM private key of the server.")
+    ssl_cert_path: Path | None = _field(None, GROUPS[2], "PEM certificate (chain) of the server.")
+    ssl_ca_certs_path: Path | None = _field(
+        None, GROUPS[2], "PEM CA certificates that client certificates must chain to (MTLS)."
+    )
+    api_key: SecretStr | None = _field(
+        None,
+        GROUPS[2],
+        "If set, every route but health and metrics requires `Authorization: Bearer <key>` "
+        "(compared in constant time); 401 otherwise. NIM itself has no such option.",
+    )
 
     # Logging.
-    log_level: LogLevel = Field(
+    log_level: LogLevel = _field(
         "DEFAULT",
-        description="DEFAULT (= INFO), TRACE (= DEBUG, vLLM included), DEBUG, INFO, WARNING, "
-        "ERROR, CRITICAL; case-insensitive.",
+        GROUPS[3],
+        "`DEFAULT` (= INFO), `TRACE` (= DEBUG, with vLLM's and transformers' debug output), "
+        "`DEBUG`, `INFO`, `WARNING`, `ERROR`, `CRITICAL`; case-insensitive. Applies to nimctl, "
+        "uvicorn and vLLM (all its processes).",
     )
-    jsonl_logging: bool = Field(False, description="One JSON object per log line.")
-    disable_log_requests: bool = Field(
+    jsonl_logging: bool = _field(
+        False,
+        GROUPS[3],
+        "`1`: every log line, of every process, is one JSON object (NIM's keys: `level`, "
+        "`time`, `file_name`, `file_path`, `line_number`, `message`, `exc_info`, plus `logger` "
+        "and `request_id`).",
+    )
+    disable_log_requests: bool = _field(
         True,
-        description="Set to 0 to log each chat request's details (prompt, sampling parameters).",
+        GROUPS[3],
+        "`0`: log each chat request's details (prompt, sampling parameters), as NIM defines it.",
     )
 
     # Engine sizing; unset means the profile's value.
-    max_model_len: int | None = Field(None, gt=0, description="Maximum context length (tokens).")
-    max_images_per_prompt: int | None = Field(
+    max_model_len: int | None = _field(
+        None, GROUPS[4], "Context length, prompt plus output, in tokens.", "max_model_len", gt=0
+    )
+    max_images_per_prompt: int | None = _field(
         None,
+        GROUPS[4],
+        "Images allowed in one request (seed defaults: Mistral Large 3: 10; Mistral Small 4: 5; "
+        "Qwen3.5: 5; Nemotron Nano VL: 4). One number feeds nimctl's checks and vLLM's limit.",
+        "limit_mm_per_prompt.image",
         ge=0,
-        description="Images allowed in one request; also vLLM's limit_mm_per_prompt.image.",
     )
-    max_videos_per_prompt: int | None = Field(
+    max_videos_per_prompt: int | None = _field(
         None,
+        GROUPS[4],
+        "Videos allowed in one request; `0` (every profile's default) turns video off.",
+        "limit_mm_per_prompt.video",
         ge=0,
-        description="Videos allowed in one request (0 disables video); also "
-        "limit_mm_per_prompt.video.",
     )
-    tensor_parallel_size: int | None = Field(None, ge=1, description="Tensor-parallel GPUs.")
-    pipeline_parallel_size: int | None = Field(None, ge=1, description="Pipeline stages.")
-    enable_kv_cache_reuse: bool | None = Field(
-        None, description="Prefix caching (vLLM enable_prefix_caching)."
-    )
-    kvcache_percent: float | None = Field(
+    tensor_parallel_size: int | None = _field(
         None,
+        GROUPS[4],
+        "GPUs per pipeline stage; changes the GPUs the profile needs.",
+        "tensor_parallel_size",
+        ge=1,
+    )
+    pipeline_parallel_size: int | None = _field(
+        None,
+        GROUPS[4],
+        "Pipeline stages; GPUs needed = tensor x pipeline.",
+        "pipeline_parallel_size",
+        ge=1,
+    )
+    enable_kv_cache_reuse: bool | None = _field(
+        None, GROUPS[4], "Reuse the KV cache of shared prompt prefixes.", "enable_prefix_caching"
+    )
+    kvcache_percent: float | None = _field(
+        None,
+        GROUPS[4],
+        "Fraction of each GPU's memory the engine may use, `(0, 1]`.",
+        "gpu_memory_utilization",
         gt=0,
         le=1,
-        description="Fraction of GPU memory the engine may use (vLLM gpu_memory_utilization).",
     )
-    max_num_seqs: int | None = Field(None, ge=1, description="Most sequences batched at once.")
+    max_num_seqs: int | None = _field(
+        None, GROUPS[4], "Most sequences batched at once.", "max_num_seqs", ge=1
+    )
+    passthrough_args: str | None = _field(
+        None,
+        GROUPS[4],
+        "Extra engine arguments as one `vllm serve`-style string, e.g. `--max-num-batched-tokens "
+        "8192`; they win over every other source. Arguments nimctl owns (`--model`, "
+        "`--served-model-name`, `--limit-mm-per-prompt`, `--reasoning-parser`, media fetching) "
+        "are refused with the variable to use instead.",
+        "any",
+    )
 
     # Chat layer.
-    tool_call_parser: str | None = Field(
-        None, description="vLLM tool-call parser name; enables automatic tool choice."
-    )
-    chat_template: Path | None = Field(
-        None, description="Path of a Jinja chat template replacing the model's."
-    )
-    guided_decoding_backend: GuidedDecodingBackend | None = Field(
+    tool_call_parser: str | None = _field(
         None,
-        description="Structured-output backend: auto, xgrammar, guidance, outlines, "
-        "lm-format-enforcer.",
+        GROUPS[5],
+        "vLLM tool-call parser (`mistral`, `hermes`, `qwen3_coder`, `llama3_json`, ...); setting "
+        "one enables automatic tool choice. Unset: the profile's.",
+        "tool_call_parser",
     )
-    passthrough_args: str | None = Field(
+    chat_template: Path | None = _field(
         None,
-        description="Extra vLLM engine arguments as one command-line string, e.g. "
-        "'--max-num-batched-tokens 8192'. They win over every other source.",
+        GROUPS[5],
+        "Path of a Jinja chat template file that replaces the model's.",
+        "chat_template",
+    )
+    guided_decoding_backend: GuidedDecodingBackend | None = _field(
+        None,
+        GROUPS[5],
+        "Structured-output backend: `auto`, `xgrammar`, `guidance`, `outlines`, "
+        "`lm-format-enforcer`.",
+        "structured_outputs_config.backend",
     )
 
-    # Media intake: fetching and checking images and videos that requests carry.
-    media_allowlist: str = Field(
+    # Media intake.
+    media_allowlist: str = _field(
         "",
-        description="Comma-separated hosts (images.example.com, *.corp.internal) and networks "
-        "(10.0.0.0/8, ::1) whose non-public addresses media URLs may still reach.",
+        GROUPS[6],
+        "Comma-separated hosts (`images.example.com`, `*.corp.internal`) and networks "
+        "(`10.0.0.0/8`, `::1`) that media URLs may reach although they are not public.",
     )
-    media_local_path: Path | None = Field(
-        None, description="A directory whose files requests may name as file:// URLs."
+    media_local_path: Path | None = _field(
+        None, GROUPS[6], "A directory whose files requests may name as `file://` URLs."
     )
-    media_url_fetching: bool = Field(
-        True, description="Fetch http(s) media URLs; 0 accepts base64 data: URLs only."
+    media_url_fetching: bool = _field(
+        True, GROUPS[6], "`0`: refuse http(s) media URLs; only `data:` (and local) media."
     )
-    media_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect.")
-    media_read_timeout: float = Field(10.0, gt=0, description="Seconds between two reads.")
-    media_fetch_timeout: float = Field(
-        30.0, gt=0, description="Seconds for one URL, redirects and retries included."
+    media_connect_timeout: float = _field(5.0, GROUPS[6], "Seconds to connect.", gt=0)
+    media_read_timeout: float = _field(10.0, GROUPS[6], "Seconds without data.", gt=0)
+    media_fetch_timeout: float = _field(
+        30.0, GROUPS[6], "Seconds for one URL in all, redirects and retries included.", gt=0
     )
-    media_max_redirects: int = Field(3, ge=0, le=20, description="Redirects followed per URL.")
-    media_fetch_retries: int = Field(
-        2, ge=0, le=10, description="Extra attempts after a transient failure (5xx, 429, reset)."
+    media_max_redirects: int = _field(
+        3, GROUPS[6], "Redirects followed per URL, each checked like the first.", ge=0, le=20
     )
-    media_max_concurrent_fetches: int = Field(
-        16, ge=1, description="URLs fetched at once, over all requests."
+    media_fetch_retries: int = _field(
+        2,
+        GROUPS[6],
+        "Extra attempts after a connection error, 5xx or 429, with back-off.",
+        ge=0,
+        le=10,
     )
-    media_max_image_bytes: int = Field(
-        20 * 2**20, ge=1, description="Largest image file, bytes (base64 counted decoded)."
+    media_max_concurrent_fetches: int = _field(
+        16, GROUPS[6], "URLs fetched at once, over all requests.", ge=1
     )
-    media_max_image_pixels: int = Field(
-        25_000_000, ge=1, description="Most pixels an image may have (width x height)."
+    media_max_image_bytes: int = _field(
+        20 * 2**20,
+        GROUPS[6],
+        "Largest image file, bytes (base64 measured before decoding).",
+        ge=1,
     )
-    media_max_video_bytes: int = Field(100 * 2**20, ge=1, description="Largest video file, bytes.")
+    media_max_image_pixels: int = _field(
+        25_000_000, GROUPS[6], "Most pixels an image may have, checked before decoding.", ge=1
+    )
+    media_max_video_bytes: int = _field(100 * 2**20, GROUPS[6], "Largest video file, bytes.", ge=1)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "ssl_mode", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("chat_template")
+    @field_validator("chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path")
     @classmethod
-    def _template_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().is_file():
-            raise ValueError(f"no file at {value}; give the path of a Jinja template file")
+            raise ValueError(f"no file at {value}")
         return value
+
+    @model_validator(mode="after")
+    def _ssl_complete(self) -> NimSettings:
+        needed = {
+            "TLS": ("ssl_key_path", "ssl_cert_path"),
+            "MTLS": ("ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path"),
+        }
+        missing = [env_name(f) for f in needed.get(self.ssl_mode, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"NIM_SSL_MODE={self.ssl_mode} needs {' and '.join(missing)}")
+        return self
 
     @property
     def cache_dir(self) -> Path:
@@ -187,12 +320,16 @@ def load_settings(**cli: Any) -> NimSettings:
 def describe_validation_error(exc: ValidationError, cli: Mapping[str, Any]) -> str:
     lines = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        source = f"--{field.replace('_', '-')}" if field in cli else env_name(field)
         message = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a rule across several settings names them itself
+            lines.append(f"invalid settings: {message}")
+            continue
+        field = str(err["loc"][0])
+        source = f"--{field.replace('_', '-')}" if field in cli else env_name(field)
         if err["type"] == "extra_forbidden":
             message = "not a nimctl setting"
-        lines.append(f"invalid {source}={err.get('input')!r}: {message}")
+        shown = "***" if field == "api_key" else err.get("input")
+        lines.append(f"invalid {source}={shown!r}: {message}")
     return "; ".join(lines)
 
 
@@ -207,3 +344,32 @@ def unknown_nim_variables(environ: Mapping[str, str] | None = None) -> list[str]
     return sorted(
         key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
     )
+
+
+def settings_tables() -> str:
+    """The Markdown tables of every setting, by group, as docs/configuration.md shows them."""
+    out = []
+    for group in GROUPS:
+        rows = []
+        for name, field in NimSettings.model_fields.items():
+            extra = field.json_schema_extra
+            if not isinstance(extra, dict) or extra.get("group") != group:
+                continue
+            shown = _shown_default(field.default)
+            vllm = f"`{extra['vllm']}`" if extra.get("vllm") else ""
+            rows.append(f"| `{env_name(name)}` | {shown} | {vllm} | {field.description} |")
+        out.append(
+            f"### {group}\n\n| Variable | Default | vLLM argument | Meaning |\n"
+            f"|---|---|---|---|\n" + "\n".join(rows)
+        )
+    return "\n\n".join(out) + "\n"
+
+
+def _shown_default(default: Any) -> str:
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "`1`" if default else "`0`"
+    if default == "":
+        return "empty"
+    return f"`{default}`"

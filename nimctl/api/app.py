@@ -10,12 +10,20 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from nimctl import __version__
-from nimctl.api import chat, health, metrics, models
+from nimctl.api import chat, health, meta, metrics, models
 from nimctl.api.errors import install_error_handlers
+from nimctl.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    HttpMetricsMiddleware,
+    Inflight,
+    RequestIdMiddleware,
+)
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
 from nimctl.lifecycle import Supervisor
 from nimctl.media.intake import MediaIntake
+from nimctl.metrics import MetricsExporter, NimctlMetrics
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
@@ -37,6 +45,17 @@ def create_app(
     """
     supervisor = Supervisor(engine)
     media = intake if intake is not None else MediaIntake.from_settings(settings)
+    profile_id = profile_id or profile.content_id()
+    own = NimctlMetrics(
+        lambda: (supervisor.state.value, supervisor.seconds_to_ready),
+        {
+            "version": __version__,
+            "profile": profile.name,
+            "profile_id": profile_id,
+            "model": profile.served_model_name,
+        },
+    )
+    inflight = Inflight()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,13 +75,23 @@ def create_app(
     app.state.nimctl = AppState(
         settings=settings,
         profile=profile,
-        profile_id=profile_id or profile.content_id(),
+        profile_id=profile_id,
         engine=engine,
         supervisor=supervisor,
-        registry=registry if registry is not None else prometheus_client.REGISTRY,
         intake=media,
+        metrics=own,
+        exporter=MetricsExporter(
+            registry if registry is not None else prometheus_client.REGISTRY, own
+        ),
+        inflight=inflight,
     )
     install_error_handlers(app)
-    for module in (health, models, chat, metrics):
+    for module in (health, models, chat, metrics, meta):
         app.include_router(module.router)
+    # Added innermost first: the request id wraps everything, so every log line carries it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    app.add_middleware(HttpMetricsMiddleware, metrics=own, inflight=inflight)
+    app.add_middleware(RequestIdMiddleware)
     return app

@@ -13,7 +13,8 @@ from starlette.responses import Response, StreamingResponse
 
 from nimctl.api.state import app_state, require_ready
 from nimctl.errors import BadRequestError
-from nimctl.guards import check_request
+from nimctl.guards import GuardError, check_request
+from nimctl.media.intake import MediaError
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -31,8 +32,15 @@ async def chat_completions(request: Request) -> Response:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
-    check_request(payload, state.profile)
-    await state.intake.resolve(payload, state.profile)
+    try:
+        check_request(payload, state.profile)
+        await state.intake.resolve(payload, state.profile)
+    except GuardError as exc:
+        state.metrics.refused.labels(exc.rule).inc()
+        raise
+    except MediaError as exc:
+        state.metrics.media_failures.labels(exc.reason).inc()
+        raise
     chat_request = state.engine.parse_chat_request(payload)
     result = await until_disconnect(request, state.engine.chat(chat_request, request))
     if result is None:  # the client left; its engine request has been cancelled

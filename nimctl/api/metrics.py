@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,4 +15,4 @@ router = APIRouter(tags=["metrics"])
 @router.get("/v1/metrics")
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(app_state(request).registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(app_state(request).exporter.render(), media_type=CONTENT_TYPE_LATEST)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
+from nimctl.api.middleware import Inflight
 from nimctl.engine.base import Engine
 from nimctl.errors import ServiceUnavailableError
 from nimctl.lifecycle import State, Supervisor
 from nimctl.media.intake import MediaIntake
+from nimctl.metrics import MetricsExporter, NimctlMetrics
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
@@ -22,8 +23,10 @@ class AppState:
     profile_id: str
     engine: Engine
     supervisor: Supervisor
-    registry: CollectorRegistry
     intake: MediaIntake
+    metrics: NimctlMetrics
+    exporter: MetricsExporter
+    inflight: Inflight
 
 
 def app_state(request: Request) -> AppState:

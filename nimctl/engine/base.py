@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.requests import Request
@@ -34,6 +35,11 @@ class Engine(Protocol):
     @property
     def max_model_len(self) -> int:
         """Valid once `start` has returned."""
+        ...
+
+    @property
+    def model_path(self) -> Path | None:
+        """The local directory of the weights once started (None for a remote-only source)."""
         ...
 
     async def start(self) -> None:

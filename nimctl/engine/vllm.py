@@ -52,6 +52,7 @@ class VllmEngine:
         self._request_fields: frozenset[str] = frozenset()
         self._error_response: Callable[[Exception], Any] | None = None
         self._max_model_len = 0
+        self._model_path: Path | None = None
         self._lock = threading.Lock()
         self._closing = False
 
@@ -63,11 +64,17 @@ class VllmEngine:
     def max_model_len(self) -> int:
         return self._max_model_len
 
+    @property
+    def model_path(self) -> Path | None:
+        return self._model_path
+
     async def start(self) -> None:
         began = time.monotonic()
         _set_process_defaults(self._settings)
         model_dir = await asyncio.to_thread(resolve_model_source, self._profile, self._settings)
-        logger.info("model source: %s (%.1f s)", model_dir, time.monotonic() - began)
+        if Path(model_dir).is_dir():
+            self._model_path = Path(model_dir)
+        logger.info("weights: %s (%.1f s)", model_dir, time.monotonic() - began)
         args, vllm_config = await asyncio.to_thread(self._configure, model_dir)
         logger.info("engine starting: %s (%.1f s)", self._profile.tag, time.monotonic() - began)
         await asyncio.to_thread(self._launch, args, vllm_config)

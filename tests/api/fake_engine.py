@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -26,6 +27,7 @@ class FakeEngine:
         self.dead = False
         self.shut_down = False
         self.requests: list[dict[str, Any]] = []
+        self.model_path: Path | None = None
 
     @property
     def served_model_name(self) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -51,7 +52,13 @@ class Server:
         return self.process.poll()
 
 
-def start_server(profile: str, log_path: Path, env: dict[str, str] | None = None) -> Server:
+def start_server(
+    profile: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Server:
+    """`tls`: the client context for a server started with NIM_SSL_MODE (https)."""
     port = free_port()
     nimctl = Path(sys.executable).with_name("nimctl")
     full_env = {
@@ -68,17 +75,18 @@ def start_server(profile: str, log_path: Path, env: dict[str, str] | None = None
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    scheme = "https" if tls else "http"
+    server = Server(f"{scheme}://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_until_ready(server, began)
+        _wait_until_ready(server, began, tls)
     except BaseException:
         server.stop(timeout=5)
         raise
     return server
 
 
-def _wait_until_ready(server: Server, began: float) -> None:
-    with httpx.Client(base_url=server.base_url, timeout=2.0) as client:
+def _wait_until_ready(server: Server, began: float, tls: ssl.SSLContext | None) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=2.0, verify=tls or True) as client:
         while time.monotonic() - began < START_TIMEOUT_S:
             if server.process.poll() is not None:
                 raise RuntimeError(

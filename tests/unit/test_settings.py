@@ -97,3 +97,44 @@ def test_every_setting_is_documented():
         f"NIM_{n.upper()}" for n in NimSettings.model_fields if f"NIM_{n.upper()}" not in doc
     ]
     assert missing == []
+
+
+def test_configuration_doc_is_generated_from_the_settings():
+    from nimctl.settings import settings_tables
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    block = doc.split("<!-- settings:begin", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert block.split("\n", 1)[1].strip() == settings_tables().strip(), (
+        "docs/configuration.md is stale: run `nimctl config-doc --write docs/configuration.md`"
+    )
+
+
+def test_tls_settings_need_their_files(tmp_path, monkeypatch):
+    key, cert, ca = (tmp_path / n for n in ("k.pem", "c.pem", "ca.pem"))
+    for path in (key, cert, ca):
+        path.write_text("x")
+    monkeypatch.setenv("NIM_SSL_MODE", "tls")
+    with pytest.raises(
+        ConfigError, match="NIM_SSL_MODE=TLS needs NIM_SSL_KEY_PATH and NIM_SSL_CERT_PATH"
+    ):
+        load_settings()
+    monkeypatch.setenv("NIM_SSL_KEY_PATH", str(key))
+    monkeypatch.setenv("NIM_SSL_CERT_PATH", str(cert))
+    assert load_settings().ssl_mode == "TLS"
+    monkeypatch.setenv("NIM_SSL_MODE", "MTLS")
+    with pytest.raises(ConfigError, match="needs NIM_SSL_CA_CERTS_PATH"):
+        load_settings()
+    monkeypatch.setenv("NIM_SSL_CA_CERTS_PATH", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="NIM_SSL_CA_CERTS_PATH=.*no file at"):
+        load_settings()
+    monkeypatch.setenv("NIM_SSL_CA_CERTS_PATH", str(ca))
+    assert load_settings().ssl_mode == "MTLS"
+
+
+def test_api_key_is_never_echoed(monkeypatch):
+    monkeypatch.setenv("NIM_API_KEY", "")
+    assert load_settings().api_key is None
+    monkeypatch.setenv("NIM_API_KEY", "top-secret")
+    settings = load_settings()
+    assert settings.api_key.get_secret_value() == "top-secret"
+    assert "top-secret" not in repr(settings)

@@ -1,0 +1,186 @@
+"""Pure ASGI middleware: request ids, HTTP metrics and in-flight tracking, API key, body cap.
+
+Pure ASGI rather than Starlette's BaseHTTPMiddleware, which would wrap every streamed chunk in
+an extra task and queue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from nimctl.errors import AuthenticationError, NimError, PayloadTooLargeError
+from nimctl.metrics import NimctlMetrics
+from nimctl.observability import request_id
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Routes open without the API key (probes and scrapers carry no credentials).
+OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/v1/metrics", "/metrics"})
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+async def send_error(
+    send: Send, error: NimError, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(error.body()).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    """Take the client's X-Request-Id (if sane) or make one; return it; log lines carry it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _CLIENT_ID.match(candidate) else None
+                break
+        rid = rid or uuid.uuid4().hex
+        token = request_id.set(rid)
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
+
+
+class Inflight:
+    """Requests being answered, so that a graceful stop knows when it may end."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class HttpMetricsMiddleware:
+    """Count every answer by route template, method and status; track requests in flight."""
+
+    def __init__(self, app: ASGIApp, metrics: NimctlMetrics, inflight: Inflight) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.inflight = inflight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.inflight.count += 1
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            self.inflight.count -= 1
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.http_seconds.labels(template).observe(time.perf_counter() - start)
+
+
+class ApiKeyMiddleware:
+    """With NIM_API_KEY set, everything but health and metrics needs `Authorization: Bearer`."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                given = value
+                break
+        if not secrets.compare_digest(given, self.expected):
+            message = (
+                "Missing API key: send it as 'Authorization: Bearer <key>'."
+                if not given
+                else "Invalid API key."
+            )
+            await send_error(
+                send,
+                AuthenticationError(message),
+                [(b"www-authenticate", b'Bearer realm="nimctl"')],
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over NIM_MAX_REQUEST_BYTES: by Content-Length before reading, or as soon
+    as a chunked body passes the cap."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"The request body is larger than {self.max_bytes:,} bytes (NIM_MAX_REQUEST_BYTES). "
+            "Send less, e.g. images by URL instead of base64."
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await send_error(send, self._error())
+                    return
+                break
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._error()
+            return message
+
+        await self.app(scope, counted, send)

@@ -1,0 +1,176 @@
+"""Prometheus metrics: vLLM's `vllm:` series, NIM's names derived from them, and nimctl's own.
+
+NVIDIA's autoscaling examples and dashboards query NIM's unprefixed names
+(`num_requests_running`, `time_to_first_token_seconds`, ...). They are computed at scrape time
+from vLLM's series, in the same pass that exports those, so the two can never disagree and no
+second set of counters is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.samples import Sample
+
+# NIM name -> the vLLM family it is (vLLM family names carry no _total suffix).
+NIM_ALIASES = {
+    "num_requests_running": "vllm:num_requests_running",
+    "num_requests_waiting": "vllm:num_requests_waiting",
+    "gpu_cache_usage_perc": "vllm:kv_cache_usage_perc",
+    "prompt_tokens": "vllm:prompt_tokens",
+    "generation_tokens": "vllm:generation_tokens",
+    "time_to_first_token_seconds": "vllm:time_to_first_token_seconds",
+    "time_per_output_token_seconds": "vllm:request_time_per_output_token_seconds",
+    "e2e_request_latency_seconds": "vllm:e2e_request_latency_seconds",
+    "request_prompt_tokens": "vllm:request_prompt_tokens",
+    "request_generation_tokens": "vllm:request_generation_tokens",
+}
+# vLLM counts every finished request by reason in vllm:request_success; NIM splits them.
+FINISHED = "vllm:request_success"
+SUCCESS_REASONS = ("stop", "length")
+STATES = ("starting", "ready", "draining", "failed", "stopping")
+
+
+class NimctlMetrics:
+    """nimctl's own series, in a registry of their own (no process-global state)."""
+
+    def __init__(
+        self,
+        lifecycle: Callable[[], tuple[str, float | None]],
+        info: dict[str, str],
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self.refused = Counter(
+            "nimctl_requests_refused",
+            "Requests refused before the engine, by rule or reason.",
+            ["rule"],
+            registry=self.registry,
+        )
+        self.media_failures = Counter(
+            "nimctl_media_failures",
+            "Media parts that could not be used, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "nimctl_http_requests",
+            "HTTP requests answered, by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "nimctl_http_request_duration_seconds",
+            "Time from request to the end of the response (streams included), by route.",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.registry.register(_LifecycleCollector(lifecycle, info))
+
+
+class _LifecycleCollector:
+    def __init__(
+        self,
+        lifecycle: Callable[[], tuple[str, float | None]],
+        info: dict[str, str],
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._info = info
+
+    def collect(self) -> Iterator[Metric]:
+        state, seconds_to_ready = self._lifecycle()
+        ready = GaugeMetricFamily("nimctl_ready", "1 while the engine can serve requests.")
+        ready.add_metric([], 1.0 if state == "ready" else 0.0)
+        yield ready
+        states = GaugeMetricFamily(
+            "nimctl_state", "The server's lifecycle state (1 = current).", labels=["state"]
+        )
+        for name in STATES:
+            states.add_metric([name], 1.0 if name == state else 0.0)
+        yield states
+        if seconds_to_ready is not None:
+            took = GaugeMetricFamily(
+                "nimctl_seconds_to_ready", "Seconds from process start to the engine being ready."
+            )
+            took.add_metric([], seconds_to_ready)
+            yield took
+        info = GaugeMetricFamily(
+            "nimctl_build_info", "nimctl version and the served profile.", labels=list(self._info)
+        )
+        info.add_metric(list(self._info.values()), 1.0)
+        yield info
+
+
+def nim_families(families: Iterable[Metric]) -> Iterator[Metric]:
+    """NIM's metric names from vLLM's families."""
+    by_name = {family.name: family for family in families}
+    for alias, source in NIM_ALIASES.items():
+        family = by_name.get(source)
+        if family is not None:
+            yield _renamed(family, source, alias)
+    finished = by_name.get(FINISHED)
+    if finished is not None:
+        yield from _finish_counters(finished)
+
+
+def _renamed(family: Metric, source: str, alias: str) -> Metric:
+    copy = Metric(alias, family.documentation, family.type, family.unit)
+    copy.samples = [
+        Sample(alias + s.name[len(source) :], s.labels, s.value, s.timestamp, s.exemplar)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    ]
+    return copy
+
+
+def _finish_counters(finished: Metric) -> Iterator[Metric]:
+    totals = [s for s in finished.samples if s.name.endswith("_total")]
+    by_reason = CounterMetricFamily(
+        "request_finish",
+        "Finished requests, by finish reason.",
+        labels=["model_name", "finished_reason"],
+    )
+    success: dict[str, float] = {}
+    failure: dict[str, float] = {}
+    for sample in totals:
+        model = sample.labels.get("model_name", "")
+        reason = sample.labels.get("finished_reason", "")
+        by_reason.add_metric([model, reason], sample.value)
+        bucket = success if reason in SUCCESS_REASONS else failure
+        bucket[model] = bucket.get(model, 0.0) + sample.value
+    yield by_reason
+    for name, values, text in (
+        ("request_success", success, "Requests finished by stop or length."),
+        ("request_failure", failure, "Requests finished otherwise (abort, error, ...)."),
+    ):
+        family = CounterMetricFamily(name, text, labels=["model_name"])
+        for model, value in values.items():
+            family.add_metric([model], value)
+        yield family
+
+
+class MetricsExporter:
+    """Renders one scrape: the engine's registry (vLLM's series), NIM's names, nimctl's own."""
+
+    def __init__(self, engine_registry: CollectorRegistry, own: NimctlMetrics) -> None:
+        self._engine = engine_registry
+        self._own = own
+
+    def render(self) -> bytes:
+        engine = list(self._engine.collect())
+        return generate_latest(
+            _Families([*engine, *nim_families(engine), *self._own.registry.collect()])
+        )
+
+
+class _Families:
+    """Anything with collect() is a registry to the exposition code."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

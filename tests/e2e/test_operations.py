@@ -1,0 +1,298 @@
+"""Running it like NIM in production, against the real server on the tiny model: client
+disconnects abort engine work; JSON logs with request ids; API key; SIGTERM drains a stream and
+exits 0; mTLS handshakes; a killed engine turns ready 503 and ends the process non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.conftest import TINY_MODEL, assert_error_shape
+from tests.e2e.server import Server, start_server
+from tests.support.certs import Certs, make_certs
+
+LONG = {
+    "model": TINY_MODEL,
+    "messages": [{"role": "user", "content": "Tell me everything"}],
+    "max_tokens": 1500,
+    "min_tokens": 1500,
+    "ignore_eos": True,
+}
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.base_url}/v1/metrics").text
+    return sum(
+        s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    )
+
+
+def running_requests(server: Server) -> float:
+    return metric(server, "vllm:num_requests_running")
+
+
+def generated(server: Server) -> float:
+    return metric(server, "vllm:generation_tokens_total")
+
+
+def wait_for(predicate, timeout: float) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if predicate():
+            return time.monotonic() - began
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s")
+
+
+# --- disconnects (shared tiny server) ---------------------------------------------------------
+
+
+def test_dropped_streams_abort_their_engine_requests(tiny_server):
+    """8 clients reading streams of 8000 tokens (many seconds of work) hang up once all have
+    started; the engine stops working for them at once."""
+    before = generated(tiny_server)
+    body = {**LONG, "max_tokens": 8000, "min_tokens": 8000, "stream": True}
+    hang_up = threading.Event()
+    lines = [0] * 8
+
+    def client(index: int) -> None:
+        with httpx.stream(
+            "POST", f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=60
+        ) as response:
+            for _ in response.iter_lines():  # reading all along, as a live client does
+                lines[index] += 1
+                if hang_up.is_set():
+                    return  # leaving the block closes the connection mid-stream
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: min(lines) >= 2, 60)
+    assert running_requests(tiny_server) >= 1
+    hang_up.set()
+    for thread in threads:
+        thread.join(30)
+    # The time is reported, not asserted (shared machines are noisy); what is asserted is that
+    # the work stopped long before its natural end.
+    took = wait_for(lambda: running_requests(tiny_server) == 0, 15.0)
+    tokens = generated(tiny_server) - before
+    assert tokens < 8 * 8000 - 1000, "the streams ran to their end instead of being aborted"
+    print(
+        f"\nrunning back to 0 {took:.2f} s after 8 streams were dropped "
+        f"({tokens:.0f} of 64000 tokens generated)"
+    )
+
+
+def test_dropped_non_stream_request_is_aborted(tiny_server):
+    """A client that hangs up while its (non-streamed) answer is being generated."""
+    before = generated(tiny_server)
+    body = json.dumps({**LONG, "max_tokens": 8000, "min_tokens": 8000}).encode()
+    host, port = tiny_server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        wait_for(lambda: running_requests(tiny_server) == 1, 30.0)
+    wait_for(lambda: running_requests(tiny_server) == 0, 15.0)
+    assert generated(tiny_server) - before < 8000 - 500, "it ran to its end"
+
+
+# --- JSON logs, API key, request ids, graceful stop -------------------------------------------
+
+KEY = "e2e-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def jsonl_server(tmp_path_factory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("jsonl") / "nimctl.log"
+    server = start_server(
+        "tiny",
+        log,
+        env={
+            "NIM_JSONL_LOGGING": "1",
+            "NIM_DISABLE_LOG_REQUESTS": "0",
+            "NIM_API_KEY": KEY,
+            "NIM_SHUTDOWN_GRACE_PERIOD": "60",
+        },
+    )
+    yield server
+    server.stop()
+
+
+def log_entries(server: Server) -> list[dict]:
+    lines = [line for line in server.log_path.read_text().splitlines() if line.strip()]
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            raise AssertionError(f"log line {number} is not JSON: {line[:200]!r}") from None
+    return entries
+
+
+def test_api_key_required_except_for_probes_and_metrics(jsonl_server):
+    base = jsonl_server.base_url
+    assert httpx.get(f"{base}/v1/health/ready").status_code == 200
+    assert httpx.get(f"{base}/v1/metrics").status_code == 200
+    refused = httpx.get(f"{base}/v1/models")
+    assert refused.status_code == 401
+    assert_error_shape(refused.json(), 401)
+    assert httpx.get(f"{base}/v1/models", headers=AUTH).status_code == 200
+
+
+def test_request_id_reaches_every_log_line_of_the_request(jsonl_server):
+    response = httpx.post(
+        f"{jsonl_server.base_url}/v1/chat/completions",
+        json={**LONG, "max_tokens": 4, "min_tokens": 0},
+        headers={**AUTH, "X-Request-Id": "e2e-request-7"},
+        timeout=60,
+    )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "e2e-request-7"
+    assert response.json()["id"] == "chatcmpl-e2e-request-7"
+    time.sleep(0.5)
+    mine = [e for e in log_entries(jsonl_server) if e.get("request_id") == "e2e-request-7"]
+    loggers = {e["logger"] for e in mine}
+    assert "uvicorn.access" in loggers, mine
+    # NIM_DISABLE_LOG_REQUESTS=0: vLLM logs the request, with its sampling parameters.
+    assert any(e["logger"].startswith("vllm") and "e2e-request-7" in e["message"] for e in mine)
+
+
+def test_load_stages_are_logged_with_elapsed_time(jsonl_server):
+    messages = [
+        e["message"] for e in log_entries(jsonl_server) if e.get("logger", "").startswith("nimctl")
+    ]
+    for stage in ("profile tiny", "weights:", "engine starting", "engine started", "ready ("):
+        assert any(stage in m for m in messages), stage
+    assert any(m.startswith("ready (") and m.endswith("s after start)") for m in messages)
+
+
+def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
+    url = f"{jsonl_server.base_url}/v1/chat/completions"
+    body = {
+        **LONG,
+        "max_tokens": 8000,
+        "min_tokens": 8000,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    events: list[str] = []
+    first = threading.Event()
+
+    def consume() -> None:
+        with httpx.stream("POST", url, json=body, headers=AUTH, timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line)
+                    first.set()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    assert first.wait(30)
+    jsonl_server.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: httpx.get(f"{jsonl_server.base_url}/v1/health/ready").status_code == 503, 15.0)
+    late = httpx.post(url, json={**LONG, "max_tokens": 2}, headers=AUTH, timeout=10)
+    assert late.status_code == 503
+    assert "shutting down" in assert_error_shape(late.json(), 503)["message"]
+    reader.join(60)
+    assert events[-1] == "data: [DONE]"
+    usage = json.loads(events[-2].removeprefix("data: "))["usage"]
+    assert usage["completion_tokens"] == 8000  # the whole stream arrived
+    assert jsonl_server.process.wait(60) == 0
+
+
+def test_every_log_line_is_json(jsonl_server):
+    """After the whole life of the server, vLLM's processes and stray output included."""
+    entries = log_entries(jsonl_server)
+    assert len(entries) > 50
+    assert {"nimctl.engine", "uvicorn.access"} <= {e.get("logger") for e in entries}
+    assert any(e.get("process") == "EngineCore" for e in entries)
+
+
+# --- mTLS and a dying engine ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+def context(certs: Certs, with_client_cert: bool = True) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    if with_client_cert:
+        ctx.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def mtls_server(tmp_path_factory, certs) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("mtls") / "nimctl.log"
+    server = start_server(
+        "tiny",
+        log,
+        tls=context(certs),
+        env={
+            "NIM_SSL_MODE": "MTLS",
+            "NIM_SSL_KEY_PATH": str(certs.server_key),
+            "NIM_SSL_CERT_PATH": str(certs.server_cert),
+            "NIM_SSL_CA_CERTS_PATH": str(certs.ca),
+        },
+    )
+    yield server
+    server.stop()
+
+
+def test_mtls_handshakes(mtls_server, certs):
+    with httpx.Client(verify=context(certs)) as client:
+        answer = client.post(
+            f"{mtls_server.base_url}/v1/chat/completions",
+            json={**LONG, "max_tokens": 2, "min_tokens": 0},
+        )
+        assert answer.status_code == 200
+    with (
+        httpx.Client(verify=context(certs, with_client_cert=False)) as client,
+        pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
+    ):
+        client.get(f"{mtls_server.base_url}/v1/health/live")
+
+
+def test_killed_engine_turns_ready_503_and_exits_non_zero(mtls_server, certs):
+    children = psutil.Process(mtls_server.process.pid).children(recursive=True)
+    engines = [p for p in children if "EngineCore" in " ".join(p.cmdline())]
+    assert engines, [p.cmdline() for p in children]
+    with httpx.Client(verify=context(certs)) as client:
+        assert client.get(f"{mtls_server.base_url}/v1/health/ready").status_code == 200
+        os.kill(engines[0].pid, signal.SIGKILL)
+        killed = time.monotonic()
+
+        def not_ready() -> bool:
+            try:
+                return client.get(f"{mtls_server.base_url}/v1/health/ready").status_code == 503
+            except httpx.TransportError:
+                return mtls_server.process.poll() is not None  # already gone: also not ready
+
+        took = wait_for(not_ready, 15.0)
+    code = mtls_server.process.wait(30)
+    print(
+        f"\nready 503 {took:.2f} s after the engine was killed; exit {code} after "
+        f"{time.monotonic() - killed:.1f} s"
+    )
+    assert code not in (0, None)

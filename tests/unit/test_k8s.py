@@ -1,0 +1,691 @@
+"""The Kubernetes objects `nimctl k8s` renders: schema-valid, sized from the profile, NIM's numbers.
+
+Core objects are checked offline against the Kubernetes JSON schemas that kubernetes-validate
+bundles (strict: unknown fields fail), for the oldest Kubernetes the docs name and the newest
+bundled. The ServiceMonitor is a CRD those schemas lack: it is checked against the part of
+prometheus-operator's CRD schema that nimctl writes, transcribed below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from nimctl.errors import ConfigError
+from nimctl.k8s import (
+    GPU_RESOURCE,
+    PORT_NAME,
+    PROFILE_ID_ANNOTATION,
+    PROFILE_LABEL,
+    default_release,
+    default_values_path,
+    dump_yaml,
+    load_values,
+    merge_values,
+    render_manifests,
+    shm_quantity,
+    validate_values,
+)
+from nimctl.profiles import Profile, ProfileStore, builtin_profiles_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "examples" / "qwen3.5-397b-a17b.yaml"
+K8S_VERSIONS = ("1.30", "1.37")  # the oldest the docs name, the newest bundled
+QWEN = "qwen3.5-397b-a17b"
+NEMOTRON = "llama-3.1-nemotron-nano-vl-8b-v1"
+
+# prometheus-operator v0.93.0, CRD monitoring.coreos.com_servicemonitors.yaml: the fields nimctl
+# sets, with their types and patterns; additionalProperties false catches a misspelt field.
+_DURATION = (
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+    r"(([0-9]+)ms)?)$"
+)
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {
+            "type": "object",
+            "required": ["name", "labels"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "required": ["endpoints", "selector"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        }
+                    },
+                },
+                "endpoints": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "tlsConfig": {"type": "object"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def store() -> ProfileStore:
+    return ProfileStore.load([builtin_profiles_dir()])
+
+
+def with_defaults(overrides: dict | None = None) -> dict[str, Any]:
+    return merge_values(load_values(None), overrides or {})
+
+
+def render(store: ProfileStore, name: str, values: dict | None = None, **kw) -> dict[str, dict]:
+    profile = store.get(name)
+    objects = render_manifests(profile, store.id_of(profile), with_defaults(values), **kw)
+    kinds = [obj["kind"] for obj in objects]
+    assert len(kinds) == len(set(kinds))
+    return {obj["kind"]: obj for obj in objects}
+
+
+def pod_of(objects: dict[str, dict]) -> dict:
+    return objects["Deployment"]["spec"]["template"]["spec"]
+
+
+def container_of(objects: dict[str, dict]) -> dict:
+    (container,) = pod_of(objects)["containers"]
+    return container
+
+
+def env_of(objects: dict[str, dict]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_of(objects)["env"]}
+
+
+def all_profiles() -> list[str]:
+    return sorted(p.name for p in ProfileStore.load([builtin_profiles_dir()]))
+
+
+def example_text(store: ProfileStore) -> str:
+    profile = store.get(QWEN)
+    header = (
+        f"# Rendered by nimctl for the profile {QWEN} with the defaults of deploy/values.yaml\n"
+        f"# (release {default_release(profile)}, no namespace): the output of\n"
+        f"#   nimctl k8s --profile {QWEN}\n"
+        "# that is, nimctl.k8s.dump_yaml(render_manifests(profile, profile_id, "
+        "load_values(None))).\n"
+        "# Do not edit: tests/unit/test_k8s.py fails when this differs from what nimctl renders;\n"
+        "# `NIMCTL_UPDATE_EXAMPLES=1 pytest tests/unit/test_k8s.py` rewrites it.\n"
+    )
+    return header + dump_yaml(render_manifests(profile, store.id_of(profile), load_values(None)))
+
+
+# --- schema validity -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", all_profiles())
+def test_every_profile_renders_schema_valid_objects(store, name):
+    objects = render_manifests(
+        store.get(name),
+        store.id_of(store.get(name)),
+        with_defaults({"autoscaling": {"enabled": True}}),
+        namespace="models",
+    )
+    kinds = sorted(obj["kind"] for obj in objects)
+    assert kinds == sorted(
+        [
+            "Deployment",
+            "Service",
+            "PersistentVolumeClaim",
+            "ServiceMonitor",
+            "HorizontalPodAutoscaler",
+        ]
+    )
+    for obj in objects:
+        assert obj["metadata"]["namespace"] == "models"
+        if obj["kind"] == "ServiceMonitor":
+            jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+            continue
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_validators_do_catch_mistakes(store):
+    objects = render(store, "tiny")
+    deployment = objects["Deployment"]
+    container_of(objects)["livenessProbe"]["httpGet"]["pth"] = "/v1/health/live"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    monitor = objects["ServiceMonitor"]
+    monitor["spec"]["endpoints"][0]["interval"] = "15 seconds"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+
+
+def test_default_values_file_is_complete_and_valid():
+    # The wheel's copy (force-included as nimctl/deploy/values.yaml) or the checkout's.
+    assert default_values_path().read_text() == (ROOT / "deploy" / "values.yaml").read_text()
+    values = validate_values(load_values(None))
+    assert values.replicaCount == 1
+    assert values.autoscaling.enabled is False
+    assert values.metrics.serviceMonitor.enabled is True
+    assert values.persistence.enabled is True
+
+
+# --- what the profile decides --------------------------------------------------------------------
+
+
+def test_probes_have_nims_numbers(store):
+    container = container_of(render(store, QWEN))
+    expected = {
+        "livenessProbe": ("/v1/health/live", 15, 1, 10, 1, 3),
+        "readinessProbe": ("/v1/health/ready", 15, 1, 10, 1, 3),
+        "startupProbe": ("/v1/health/ready", 40, 1, 10, 1, 180),
+    }
+    for key, (path, delay, timeout, period, success, failure) in expected.items():
+        probe = container[key]
+        assert probe["httpGet"] == {"path": path, "port": PORT_NAME, "scheme": "HTTP"}
+        assert (
+            probe["initialDelaySeconds"],
+            probe["timeoutSeconds"],
+            probe["periodSeconds"],
+            probe["successThreshold"],
+            probe["failureThreshold"],
+        ) == (delay, timeout, period, success, failure)
+
+
+@pytest.mark.parametrize("name", all_profiles())
+def test_shm_is_a_memory_volume_sized_by_the_profile(store, name):
+    objects = render(store, name)
+    volumes = {v["name"]: v for v in pod_of(objects)["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {
+        "medium": "Memory",
+        "sizeLimit": shm_quantity(store.get(name)),
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container_of(objects)["volumeMounts"]}
+    assert mounts["dshm"] == "/dev/shm"
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        (QWEN, "32Gi"),
+        ("mistral-large-3-675b-instruct-2512", "32Gi"),
+        ("mistral-small-4-119b-2603", "32Gi"),
+        (NEMOTRON, "16Gi"),
+        ("tiny", "1Gi"),
+    ],
+)
+def test_shm_size_per_profile(store, name, size):
+    volumes = {v["name"]: v for v in pod_of(render(store, name))["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["sizeLimit"] == size
+
+
+def test_shm_units_keep_dockers_binary_meaning(store):
+    base = store.get("tiny").model_dump()
+    for given, quantity in (
+        ("32GB", "32Gi"),
+        ("8GiB", "8Gi"),
+        ("512MB", "512Mi"),
+        ("64MiB", "64Mi"),
+    ):
+        assert shm_quantity(Profile.model_validate({**base, "shm_size": given})) == quantity
+
+
+@pytest.mark.parametrize("name", all_profiles())
+def test_gpu_limit_equals_the_profiles_gpus(store, name):
+    profile = store.get(name)
+    objects = render(store, name)
+    resources = container_of(objects)["resources"]
+    tolerations = pod_of(objects).get("tolerations", [])
+    gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    if profile.hardware.gpus:
+        assert resources["limits"][GPU_RESOURCE] == profile.hardware.gpus
+        assert gpu_toleration in tolerations
+    else:
+        assert GPU_RESOURCE not in yaml.safe_dump(objects["Deployment"])
+        assert resources == {"requests": {"cpu": "2", "memory": "4Gi"}}
+        assert gpu_toleration not in tolerations
+
+
+def test_qwen_gets_eight_gpus_and_no_cpu_requests(store):
+    resources = container_of(render(store, QWEN))["resources"]
+    assert resources == {"limits": {GPU_RESOURCE: 8}}
+
+
+def test_parallel_size_from_env_changes_the_gpu_count(store):
+    values = {"env": {"NIM_TENSOR_PARALLEL_SIZE": 4, "NIM_PIPELINE_PARALLEL_SIZE": "2"}}
+    assert container_of(render(store, NEMOTRON, values))["resources"]["limits"][GPU_RESOURCE] == 8
+    values = {"env": {"NIM_TENSOR_PARALLEL_SIZE": 4}}
+    assert container_of(render(store, QWEN, values))["resources"]["limits"][GPU_RESOURCE] == 4
+    # A CPU profile stays on CPU.
+    assert "limits" not in container_of(render(store, "tiny", values))["resources"]
+
+
+def test_profile_identity_is_labelled_and_pinned(store):
+    profile = store.get(QWEN)
+    objects = render(store, QWEN)
+    deployment = objects["Deployment"]
+    template = deployment["spec"]["template"]
+    for meta in (deployment["metadata"], template["metadata"]):
+        assert meta["labels"]["app.kubernetes.io/name"] == "nimctl"
+        assert meta["labels"]["app.kubernetes.io/instance"] == "qwen3-5-397b-a17b"
+        assert meta["labels"][PROFILE_LABEL] == QWEN
+        assert meta["annotations"][PROFILE_ID_ANNOTATION] == store.id_of(profile)
+    assert env_of(objects)["NIM_MODEL_PROFILE"] == store.id_of(profile)
+    assert env_of(render(store, QWEN, {"pinProfileId": False}))["NIM_MODEL_PROFILE"] == QWEN
+    # The selector is immutable: it must not mention the profile.
+    assert PROFILE_LABEL not in deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_container_runs_the_image_entrypoint_with_nims_environment(store):
+    objects = render(store, QWEN)
+    container = container_of(objects)
+    assert "command" not in container
+    assert "args" not in container
+    assert container["image"].startswith("nimctl:")
+    assert container["ports"] == [{"name": PORT_NAME, "containerPort": 8000, "protocol": "TCP"}]
+    env = env_of(objects)
+    assert env["NIM_LOG_LEVEL"] == "INFO"
+    assert env["NIM_JSONL_LOGGING"] == "1"
+    assert env["NIM_CACHE_PATH"] == "/opt/nim/.cache"
+    assert env["NIM_SERVER_PORT"] == "8000"
+    assert "NIM_API_KEY" not in env
+    assert "HF_TOKEN" not in env
+    pod = pod_of(objects)
+    assert pod["securityContext"] == {
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "runAsNonRoot": True,
+        "fsGroupChangePolicy": "OnRootMismatch",
+    }
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert pod["enableServiceLinks"] is False
+
+
+# --- cache claim, Service, ServiceMonitor, HPA ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        (QWEN, "410Gi"),
+        ("mistral-large-3-675b-instruct-2512", "700Gi"),
+        ("mistral-small-4-119b-2603", "130Gi"),
+        (NEMOTRON, "50Gi"),
+        ("tiny", "50Gi"),
+    ],
+)
+def test_cache_claim_holds_the_weights(store, name, size):
+    objects = render(store, name)
+    claim = objects["PersistentVolumeClaim"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == size
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in claim["spec"]
+    volumes = {v["name"]: v for v in pod_of(objects)["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    mounts = {m["name"]: m["mountPath"] for m in container_of(objects)["volumeMounts"]}
+    assert mounts["cache"] == "/opt/nim/.cache"
+    assert objects["Deployment"]["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_cache_claim_options(store):
+    objects = render(store, QWEN, {"persistence": {"size": "1Ti", "storageClass": "fast"}})
+    claim = objects["PersistentVolumeClaim"]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "1Ti"
+    assert claim["storageClassName"] == "fast"
+    claim = render(store, QWEN, {"persistence": {"storageClass": "-"}})["PersistentVolumeClaim"]
+    assert claim["spec"]["storageClassName"] == ""
+
+    objects = render(store, QWEN, {"persistence": {"existingClaim": "shared-models"}})
+    assert "PersistentVolumeClaim" not in objects
+    volumes = {v["name"]: v for v in pod_of(objects)["volumes"]}
+    assert volumes["cache"] == {
+        "name": "cache",
+        "persistentVolumeClaim": {"claimName": "shared-models"},
+    }
+
+    objects = render(store, QWEN, {"persistence": {"enabled": False}})
+    assert "PersistentVolumeClaim" not in objects
+    volumes = {v["name"]: v for v in pod_of(objects)["volumes"]}
+    assert volumes["cache"] == {"name": "cache", "emptyDir": {}}
+
+    objects = render(store, QWEN, {"persistence": {"accessMode": "ReadWriteMany"}})
+    assert objects["Deployment"]["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
+def test_cache_path_follows_the_env(store):
+    objects = render(store, "tiny", {"env": {"NIM_CACHE_PATH": "/models"}})
+    mounts = {m["name"]: m["mountPath"] for m in container_of(objects)["volumeMounts"]}
+    assert mounts["cache"] == "/models"
+
+
+def test_service_targets_the_named_container_port(store):
+    objects = render(store, QWEN)
+    service = objects["Service"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": PORT_NAME, "port": 8000, "targetPort": PORT_NAME, "protocol": "TCP"}
+    ]
+    pod_labels = objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["selector"] == objects["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_service_monitor_scrapes_v1_metrics(store):
+    objects = render(store, QWEN, {"metrics": {"serviceMonitor": {"additionalLabels": {"a": "b"}}}})
+    monitor = objects["ServiceMonitor"]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": PORT_NAME, "path": "/v1/metrics", "interval": "15s"}
+    ]
+    assert monitor["metadata"]["labels"]["a"] == "b"
+    service_labels = objects["Service"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service_labels.items()
+    assert {p["name"] for p in objects["Service"]["spec"]["ports"]} == {PORT_NAME}
+    assert "ServiceMonitor" not in render(
+        store, QWEN, {"metrics": {"serviceMonitor": {"enabled": False}}}
+    )
+
+
+def test_autoscaler_is_off_by_default_and_scales_on_running_requests(store):
+    assert "HorizontalPodAutoscaler" not in render(store, QWEN)
+    objects = render(store, QWEN, {"autoscaling": {"enabled": True, "maxReplicas": 4}})
+    hpa = objects["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": objects["Deployment"]["metadata"]["name"],
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, 4)
+    assert hpa["metrics"] == [
+        {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": "num_requests_running"},
+                "target": {"type": "AverageValue", "averageValue": "5"},
+            },
+        }
+    ]
+    assert hpa["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 300}}
+    # The HPA owns the replica count.
+    assert "replicas" not in objects["Deployment"]["spec"]
+
+
+def test_autoscaler_takes_raw_metrics(store):
+    metric = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "gpu_cache_usage_perc"},
+            "target": {"type": "AverageValue", "averageValue": "500m"},
+        },
+    }
+    objects = render(store, QWEN, {"autoscaling": {"enabled": True, "metrics": [metric]}})
+    assert objects["HorizontalPodAutoscaler"]["spec"]["metrics"] == [metric]
+
+
+# --- values overrides ----------------------------------------------------------------------------
+
+
+def test_values_overrides_apply(store):
+    values = {
+        "replicaCount": 3,
+        "image": {"repository": "registry.example/nimctl", "tag": "abc"},
+        "customArgs": ["--port", "9000"],
+        "env": {
+            "NIM_MAX_MODEL_LEN": 8192,
+            "NIM_ENABLE_KV_CACHE_REUSE": True,
+            "NIM_SERVER_PORT": 9000,
+            "NIM_JSONL_LOGGING": None,
+        },
+        "secretEnv": {"HF_TOKEN": {"secretName": "hf"}},
+        "extraEnv": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ],
+        "livenessProbe": {"failureThreshold": 6, "periodSeconds": 20},
+        "startupProbe": {"enabled": False},
+        "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml"}],
+        "podAnnotations": {"team": "vision"},
+        "service": {"type": "LoadBalancer", "port": 80},
+    }
+    objects = render(store, QWEN, values, release="vlm", namespace="serving")
+    deployment = objects["Deployment"]
+    assert deployment["metadata"]["name"] == "vlm"
+    assert deployment["spec"]["replicas"] == 3
+    container = container_of(objects)
+    assert container["image"] == "registry.example/nimctl:abc"
+    assert container["args"] == ["--port", "9000"]
+    assert container["ports"][0]["containerPort"] == 9000
+    env = env_of(objects)
+    assert env["NIM_MAX_MODEL_LEN"] == "8192"
+    assert env["NIM_ENABLE_KV_CACHE_REUSE"] == "1"
+    assert "NIM_JSONL_LOGGING" not in env
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert container["livenessProbe"]["failureThreshold"] == 6
+    assert container["livenessProbe"]["periodSeconds"] == 20
+    assert container["livenessProbe"]["initialDelaySeconds"] == 15
+    assert "startupProbe" not in container
+    pod = pod_of(objects)
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert pod["tolerations"][0]["key"] == GPU_RESOURCE
+    assert pod["tolerations"][1]["key"] == "dedicated"
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["team"] == "vision"
+    service = objects["Service"]
+    assert service["metadata"]["namespace"] == "serving"
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"][0]["port"] == 80
+    assert objects["PersistentVolumeClaim"]["metadata"]["name"] == "vlm-cache"
+    for obj in objects.values():
+        if obj["kind"] != "ServiceMonitor":
+            kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
+
+
+def test_tls_switches_probes_and_scrapes_to_https(store):
+    tls_config = {"ca": {"secret": {"name": "nimctl-ca", "key": "ca.crt"}}}
+    values = {
+        "env": {"NIM_SSL_MODE": "TLS"},
+        "metrics": {"serviceMonitor": {"tlsConfig": tls_config}},
+    }
+    objects = render(store, "tiny", values)
+    assert container_of(objects)["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    endpoint = objects["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == tls_config
+    jsonschema.validate(objects["ServiceMonitor"], SERVICE_MONITOR_SCHEMA)
+
+
+def test_mtls_cannot_be_probed(store):
+    with pytest.raises(ConfigError, match="MTLS"):
+        render(store, "tiny", {"env": {"NIM_SSL_MODE": "mtls"}})
+    off = {"enabled": False}
+    values = {
+        "env": {"NIM_SSL_MODE": "MTLS"},
+        "livenessProbe": off,
+        "readinessProbe": off,
+        "startupProbe": off,
+    }
+    assert "readinessProbe" not in container_of(render(store, "tiny", values))
+
+
+def test_load_values_merges_a_file_over_the_defaults(tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text(
+        "replicaCount: 2\nenv:\n  NIM_LOG_LEVEL: DEBUG\nstartupProbe:\n  failureThreshold: 360\n"
+    )
+    values = load_values(path)
+    assert values["replicaCount"] == 2
+    assert values["env"]["NIM_LOG_LEVEL"] == "DEBUG"
+    assert values["env"]["NIM_CACHE_PATH"] == "/opt/nim/.cache"
+    assert values["startupProbe"]["failureThreshold"] == 360
+    assert values["startupProbe"]["initialDelaySeconds"] == 40
+    path.write_text("env:\n  NIM_JSONL_LOGGING: null\n")
+    assert "NIM_JSONL_LOGGING" not in load_values(path)["env"]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_values(empty) == load_values(None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[1, 2]", "must be a YAML mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_load_values_rejects_bad_files(tmp_path, text, message):
+    path = tmp_path / "values.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_values(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_values(tmp_path / "missing.yaml")
+
+
+def test_merge_values_merges_mappings_replaces_lists_and_deletes_on_none():
+    base = {"a": {"b": 1, "c": 2}, "l": [1, 2], "d": 1}
+    assert merge_values(base, {"a": {"b": 3}, "l": [3], "d": None}) == {
+        "a": {"b": 3, "c": 2},
+        "l": [3],
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [
+        ({"replicaCount": -1}, "replicaCount"),
+        ({"replicaCount": "2"}, "replicaCount"),
+        ({"replicas": 2}, "replicas: unknown key"),
+        ({"image": {"tag": 1.0}}, "image.tag"),
+        ({"livenessProbe": {"failureThreshold": 0}}, "livenessProbe.failureThreshold"),
+        ({"readinessProbe": {"periodSeconds": 0}}, "readinessProbe.periodSeconds"),
+        ({"startupProbe": {"initialDelaySeconds": -5}}, "startupProbe.initialDelaySeconds"),
+        ({"livenessProbe": {"successThreshold": 2}}, "livenessProbe.successThreshold"),
+        ({"readinessProbe": {"path": "v1/health/ready"}}, "readinessProbe.path"),
+        ({"env": {"NIM_MODEL_PROFILE": "tiny"}}, "env.NIM_MODEL_PROFILE"),
+        ({"env": {"NIM_MAX_MODEL_LENGTH": 1}}, "env.NIM_MAX_MODEL_LENGTH"),
+        ({"env": {"NIM_SERVER_PORT": 70000}}, "env.NIM_SERVER_PORT"),
+        ({"env": {"NIM_CACHE_PATH": "cache"}}, "env.NIM_CACHE_PATH"),
+        ({"env": {"NIM_LOG_LEVEL": ["INFO"]}}, "env.NIM_LOG_LEVEL"),
+        ({"env": {"NIM_TENSOR_PARALLEL_SIZE": 0}}, "env.NIM_TENSOR_PARALLEL_SIZE"),
+        ({"env": {"NIM_SHUTDOWN_GRACE_PERIOD": 90}}, "terminationGracePeriodSeconds"),
+        ({"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds"),
+        ({"persistence": {"size": "big"}}, "persistence.size"),
+        ({"persistence": {"accessMode": "ReadOnlyMany"}}, "persistence.accessMode"),
+        ({"service": {"port": 0}}, "service.port"),
+        ({"autoscaling": {"minReplicas": 0}}, "autoscaling.minReplicas"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "autoscaling.maxReplicas"),
+        ({"autoscaling": {"averageValue": "five"}}, "autoscaling.averageValue"),
+        ({"metrics": {"serviceMonitor": {"interval": "15"}}}, "metrics.serviceMonitor.interval"),
+        ({"resources": {"gpu": {"limits": {GPU_RESOURCE: 4}}}}, "resources.gpu.limits"),
+        ({"extraEnv": [{"name": "NIM_LOG_LEVEL", "value": "DEBUG"}]}, "NIM_LOG_LEVEL is set twice"),
+        ({"replicaCount": None}, "replicaCount: missing"),
+    ],
+)
+def test_invalid_values_name_the_key(store, values, key):
+    profile = store.get(QWEN)
+    with pytest.raises(ConfigError) as caught:
+        render_manifests(profile, store.id_of(profile), with_defaults(values))
+    message = str(caught.value)
+    assert key in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"release": "Qwen"}, "invalid release"),
+        ({"release": "9lives"}, "invalid release"),
+        ({"release": "a" * 54}, "invalid release"),
+        ({"namespace": "my_ns"}, "invalid namespace"),
+    ],
+)
+def test_invalid_names(store, kwargs, message):
+    profile = store.get("tiny")
+    with pytest.raises(ConfigError, match=message):
+        render_manifests(profile, store.id_of(profile), load_values(None), **kwargs)
+
+
+def test_default_release_is_a_dns_label(store):
+    assert default_release(store.get(QWEN)) == "qwen3-5-397b-a17b"
+    assert default_release(store.get("tiny")) == "tiny"
+    for profile in store:
+        render_manifests(profile, store.id_of(profile), load_values(None))  # bad names raise
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def test_dump_yaml_is_multi_document_and_plain(store):
+    profile = store.get(QWEN)
+    objects = render_manifests(
+        profile, store.id_of(profile), with_defaults({"autoscaling": {"enabled": True}})
+    )
+    text = dump_yaml(objects)
+    assert text.startswith("---\napiVersion: apps/v1\nkind: Deployment\n")
+    assert text.count("\n---\n") == len(objects) - 1
+    assert "&id" not in text
+    assert "*id" not in text
+    assert list(yaml.safe_load_all(text)) == objects
+    assert dump_yaml(objects) == text
+
+
+def test_example_is_what_nimctl_renders(store):
+    expected = example_text(store)
+    if os.environ.get("NIMCTL_UPDATE_EXAMPLES") == "1":
+        EXAMPLE.write_text(expected)
+    assert EXAMPLE.read_text() == expected, (
+        f"{EXAMPLE.relative_to(ROOT)} is stale: run "
+        "`NIMCTL_UPDATE_EXAMPLES=1 pytest tests/unit/test_k8s.py` to rewrite it"
+    )
+
+
+def test_a_key_deleted_in_a_values_file_stays_deleted(store, tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text("env:\n  NIM_JSONL_LOGGING: null\n")
+    profile = store.get("tiny")
+    objects = render_manifests(profile, store.id_of(profile), load_values(path))
+    env = {e["name"] for e in objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "NIM_JSONL_LOGGING" not in env
+    assert "NIM_LOG_LEVEL" in env
+
+
+def test_partial_values_are_refused(store):
+    profile = store.get("tiny")
+    with pytest.raises(ConfigError, match="image: missing"):
+        render_manifests(profile, store.id_of(profile), {"replicaCount": 1})
+
+
+def test_dump_yaml_quotes_numeric_looking_strings():
+    # kubectl's YAML parser would read a plain 123e4567 as a number (an env value must be text).
+    text = dump_yaml([{"id": "123e4567", "port": "8000", "name": "abc"}])
+    assert "id: '123e4567'" in text
+    assert "port: '8000'" in text
+    assert "name: abc" in text
