@@ -196,6 +196,7 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
     }
     events: list[str] = []
     first = threading.Event()
+    resume = threading.Event()
 
     def consume() -> None:
         with httpx.stream("POST", url, json=body, headers=AUTH, timeout=120) as response:
@@ -203,15 +204,23 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
                 if line.startswith("data: "):
                     events.append(line)
                     first.set()
+                    # Stop reading until the late request is refused: the ~2 MB stream then
+                    # waits on flow control, so it is surely still in flight (CI ran it to the
+                    # end before the late request once, on a fast machine).
+                    resume.wait(60)
 
     reader = threading.Thread(target=consume)
     reader.start()
-    assert first.wait(30)
-    jsonl_server.process.send_signal(signal.SIGTERM)
-    wait_for(lambda: httpx.get(f"{jsonl_server.base_url}/v1/health/ready").status_code == 503, 15.0)
-    late = httpx.post(url, json={**LONG, "max_tokens": 2}, headers=AUTH, timeout=10)
-    assert late.status_code == 503
-    assert "shutting down" in assert_error_shape(late.json(), 503)["message"]
+    try:
+        assert first.wait(30)
+        jsonl_server.process.send_signal(signal.SIGTERM)
+        ready_url = f"{jsonl_server.base_url}/v1/health/ready"
+        wait_for(lambda: httpx.get(ready_url).status_code == 503, 15.0)
+        late = httpx.post(url, json={**LONG, "max_tokens": 2}, headers=AUTH, timeout=10)
+        assert late.status_code == 503
+        assert "shutting down" in assert_error_shape(late.json(), 503)["message"]
+    finally:
+        resume.set()
     reader.join(60)
     assert events[-1] == "data: [DONE]"
     usage = json.loads(events[-2].removeprefix("data: "))["usage"]
