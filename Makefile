@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.nimctl-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-api test-e2e lint format bench clean
+.PHONY: install serve test test-unit test-api test-e2e reliability lint format bench clean
 
 install: $(STAMP)
 
@@ -41,8 +41,18 @@ test-api: install
 test-e2e: install
 	$(BIN)/pytest tests/e2e
 
+# The reliability suite at full size (about 15 min); `make test` runs a CI-sized part of it.
+reliability: install
+	NIMCTL_RELIABILITY=full $(BIN)/pytest tests/e2e/reliability tests/e2e/test_media.py \
+		tests/e2e/test_operations.py tests/api tests/unit/test_fetch.py tests/unit/test_intake.py
+	$(BIN)/python -m tests.e2e.reliability.report
+
 # Benchmarks, not tests: results go to docs/benchmarks.md.
+# Takes about 25 min on 2 cores: vLLM's own server and nimctl run side by side in rounds.
 bench: install
+	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install
+	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.scrape
 

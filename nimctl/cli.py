@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -59,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (NIM_HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="HTTP port (NIM_SERVER_PORT, default 8000)")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser(
+        "worker", help="join a multi-node leader's Ray cluster (every node but the leader)"
+    )
+    _add_selection_flags(worker)
+    worker.add_argument(
+        "--leader", help="leader host or IP (NIM_LEADER_ADDRESS, else LWS_LEADER_ADDRESS)"
+    )
+    worker.set_defaults(func=_worker)
 
     listing = sub.add_parser("list-profiles", help="every profile and whether it runs here")
     listing.set_defaults(func=_list_profiles)
@@ -111,7 +121,12 @@ def _resolve(settings: NimSettings) -> tuple[ProfileStore, Profile, Profile]:
     profile = apply_settings(base, settings)
     verdict = fit(profile, gpus)
     if not verdict.ok:
-        raise ConfigError(f"profile {profile.name} cannot run on this machine: {verdict.reason}")
+        # As NIM's list-model-profiles does: say what would run here instead.
+        fitting = [p.name for p in store if fit(p, gpus).ok and (p.hardware.gpus or not gpus)]
+        raise ConfigError(
+            f"profile {profile.name} cannot run on this machine: {verdict.reason}; profiles "
+            f"that fit: {', '.join(sorted(fitting)) or 'none'} (see `nimctl list-profiles`)"
+        )
     return store, base, profile
 
 
@@ -131,6 +146,8 @@ def _serve(args: argparse.Namespace) -> int:
     from nimctl.server import serve
 
     app = create_app(settings, profile, VllmEngine(settings, profile), profile_id=store.id_of(base))
+    # asyncio's own loop, not uvloop: with uvloop, processes hung at exit after a clean
+    # SIGTERM in the end-to-end suite, and the benchmark showed no gain on this machine.
     return asyncio.run(serve(app, sock, settings))
 
 
@@ -150,6 +167,31 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """A Ray node for the leader's engine: checks this machine's share, then becomes `ray`."""
+    from nimctl.engine.ray_cluster import exec_worker, ray_command, wait_for_leader
+    from nimctl.observability import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings)
+    _, _, profile = _resolve(settings)
+    if profile.hardware.nodes < 2:
+        raise ConfigError(
+            f"profile {profile.name} runs on one node; `nimctl worker` is for the other nodes "
+            "of a multi-node profile (set NIM_NUM_COMPUTE_NODES or choose such a profile)"
+        )
+    leader = args.leader or settings.leader_address or os.environ.get("LWS_LEADER_ADDRESS")
+    if not leader:
+        raise ConfigError(
+            "no leader address: pass --leader, or set NIM_LEADER_ADDRESS (LeaderWorkerSet "
+            "sets LWS_LEADER_ADDRESS)"
+        )
+    ray_command()  # fail now, with the install hint, rather than after the wait
+    wait_for_leader(leader, settings.ray_port, settings.cluster_start_timeout)
+    exec_worker(leader, settings.ray_port, profile.hardware.gpus // profile.hardware.nodes)
+    return 0  # not reached: the process is now Ray
 
 
 def _list_profiles(args: argparse.Namespace) -> int:

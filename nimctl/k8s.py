@@ -3,7 +3,9 @@
 A profile already knows what its pod needs (GPUs, /dev/shm, the size of its weights), so the
 manifests are computed from it plus a values file whose keys mirror NVIDIA's nim-llm chart. Plain
 objects out of Python need no Helm binary or template language, and the values are validated
-with one-line errors that name the key, before anything reaches a cluster.
+with one-line errors that name the key, before anything reaches a cluster. A profile spread over
+several machines (hardware.nodes, or values multiNode) gets a LeaderWorkerSet instead of the
+Deployment: one leader pod serving HTTP and the engine, and worker pods joining its Ray cluster.
 
     objects = render_manifests(profile, profile_id, load_values(path), release=..., namespace=...)
     print(dump_yaml(objects), end="")
@@ -11,6 +13,7 @@ with one-line errors that name the key, before anything reaches a cluster.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -32,11 +35,26 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PROFILE_LABEL = "nimctl.dev/profile"
 PROFILE_ID_ANNOTATION = "nimctl.dev/profile-id"
 CONTAINER_NAME = "nimctl"
+RAY_PORT_NAME = "ray"
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+# The label LeaderWorkerSet gives every pod of a group: "0" is the leader.
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+# Appended to the release: LeaderWorkerSet creates a headless Service named after itself (the
+# workers' route to the leader), which must not collide with the release's own Service.
+LWS_SUFFIX = "-lws"
 # What stopping takes after nimctl's drain: uvicorn closes idle connections (5 s), then vLLM's
 # engine shuts down (10 s); see nimctl.server.
 ENGINE_STOP_MARGIN_S = 15
 # The profile-owned variables that values may not set: the rendered objects depend on them.
 _PROFILE_OWNED_ENV = ("NIM_MODEL_PROFILE",)
+# Set on multi-node pods from the multiNode values; a Deployment's pod has no workers to wait for.
+_MULTI_NODE_ENV = {
+    "NIM_NUM_COMPUTE_NODES": "multiNode.enabled and multiNode.nodes",
+    "NIM_CLUSTER_START_TIMEOUT": "multiNode.clusterStartTimeout",
+}
+# A StatefulSet's pods carry the label controller-revision-hash=<name>-<10-character hash>, at
+# most 63 characters: LeaderWorkerSet's StatefulSets (<lws> and <lws>-<group>) stay within 52.
+_STATEFULSET_NAME_MAX = 52
 # Same syntax as Prometheus durations (the ServiceMonitor CRD's pattern).
 _DURATION = (
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
@@ -141,6 +159,13 @@ class AutoscalingValues(_Closed):
     metrics: list[dict[str, Any]]
 
 
+class MultiNodeValues(_Closed):
+    enabled: bool
+    # Not required: null is its meaning ("from the profile"), and null in a values file deletes.
+    nodes: int | None = Field(None, ge=1)
+    clusterStartTimeout: int = Field(ge=1)
+
+
 class Values(_Closed):
     """deploy/values.yaml, validated; docs/deployment.md explains each key."""
 
@@ -172,6 +197,7 @@ class Values(_Closed):
     podLabels: dict[str, str]
     metrics: MetricsValues
     autoscaling: AutoscalingValues
+    multiNode: MultiNodeValues
 
 
 def default_values_path() -> Path:
@@ -229,9 +255,10 @@ def render_manifests(
 ) -> list[dict[str, Any]]:
     """Deployment, Service, PVC, ServiceMonitor and HPA for one profile, as Kubernetes objects.
 
-    `values` is complete, as load_values returns it (merging again over the defaults would
-    bring back keys the user deleted with null). `release` names every object (default: from
-    the profile name); `namespace` None leaves the namespace to kubectl.
+    A profile on more than one node gets a LeaderWorkerSet (named <release>-lws) in place of
+    the Deployment. `values` is complete, as load_values returns it (merging again over the
+    defaults would bring back keys the user deleted with null). `release` names every object
+    (default: from the profile name); `namespace` None leaves the namespace to kubectl.
     """
     spec = validate_values(values)
     release = release or default_release(profile)
@@ -239,16 +266,24 @@ def render_manifests(
     env = _container_env(spec, profile, profile_id)
     gpus = _gpus(profile, spec.env)
     _check_values(spec)
+    nodes = _nodes(spec, profile, gpus)
 
-    objects = [_deployment(spec, profile, profile_id, release, namespace, env, gpus)]
-    objects.append(_service(spec, profile, release, namespace))
-    claim = _claim(spec, profile, release, namespace)
+    if nodes > 1:
+        _check_multi_node(spec, release)
+        workload = _leader_worker_set(
+            spec, profile, profile_id, release, namespace, env, gpus, nodes
+        )
+    else:
+        workload = _deployment(spec, profile, profile_id, release, namespace, env, gpus)
+    objects = [workload]
+    objects.append(_service(spec, profile, release, namespace, leaders_only=nodes > 1))
+    claim = _claim(spec, profile, release, namespace, nodes)
     if claim is not None:
         objects.append(claim)
     if spec.metrics.serviceMonitor.enabled:
         objects.append(_service_monitor(spec, profile, release, namespace))
     if spec.autoscaling.enabled:
-        objects.append(_autoscaler(spec, profile, release, namespace))
+        objects.append(_autoscaler(spec, profile, release, namespace, workload))
     return objects
 
 
@@ -333,18 +368,98 @@ def _deployment(
     deployment_spec["strategy"] = _strategy(spec)
     deployment_spec["progressDeadlineSeconds"] = spec.progressDeadlineSeconds
     deployment_spec["template"] = {
-        "metadata": {
-            "labels": {**spec.podLabels, **labels},
-            # A changed profile id changes the template, so the pods are replaced.
-            "annotations": {**spec.podAnnotations, **id_annotation},
-        },
-        "spec": _pod_spec(spec, profile, env, gpus, release),
+        "metadata": _template_metadata(spec, labels, id_annotation),
+        "spec": _pod_spec(
+            spec,
+            profile,
+            _container(spec, env, gpus),
+            gpus,
+            _cache_source(spec, profile, release, nodes=1),
+        ),
     }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(release, namespace, labels, id_annotation),
         "spec": deployment_spec,
+    }
+
+
+def _template_metadata(
+    spec: Values, labels: Mapping[str, str], id_annotation: Mapping[str, str]
+) -> dict[str, Any]:
+    return {
+        "labels": {**spec.podLabels, **labels},
+        # A changed profile id changes the template, so the pods are replaced.
+        "annotations": {**spec.podAnnotations, **id_annotation},
+    }
+
+
+def lws_name(release: str) -> str:
+    return f"{release}{LWS_SUFFIX}"
+
+
+def _leader_worker_set(
+    spec: Values,
+    profile: Profile,
+    profile_id: str,
+    release: str,
+    namespace: str | None,
+    env: list[dict[str, Any]],
+    gpus: int,
+    nodes: int,
+) -> dict[str, Any]:
+    """The Deployment's counterpart when the profile's GPUs are spread over several machines.
+
+    One group per replica: a leader pod (`nimctl serve`: HTTP, the Ray head, the engine) and
+    nodes - 1 worker pods (`nimctl worker`: Ray nodes), each holding gpus / nodes GPUs.
+    """
+    labels = _labels(profile, release)
+    id_annotation = {PROFILE_ID_ANNOTATION: profile_id}
+    per_node = gpus // nodes
+    # Both roles read them: the worker checks its share of the profile and waits as long.
+    env = [
+        env[0],  # NIM_MODEL_PROFILE
+        {"name": "NIM_NUM_COMPUTE_NODES", "value": str(nodes)},
+        {"name": "NIM_CLUSTER_START_TIMEOUT", "value": str(spec.multiNode.clusterStartTimeout)},
+        *env[1:],
+    ]
+    ray_port = {"name": RAY_PORT_NAME, "containerPort": _ray_port(spec.env), "protocol": "TCP"}
+    leader = _container(spec, env, per_node, extra_ports=[ray_port])
+    worker = _worker_container(spec, copy.deepcopy(env), per_node)
+    lws_spec: dict[str, Any] = {}
+    if not spec.autoscaling.enabled:
+        # With an HPA, a replica count here would reset its choice on every apply.
+        lws_spec["replicas"] = spec.replicaCount
+    # Not LeaderReady: the leader is ready only once every worker has joined its Ray cluster.
+    lws_spec["startupPolicy"] = "LeaderCreated"
+    # One group at a time and no surge group: a second set of free GPU nodes is rare.
+    lws_spec["rolloutStrategy"] = {
+        "type": "RollingUpdate",
+        "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    lws_spec["leaderWorkerTemplate"] = {
+        "size": nodes,
+        # vLLM's engine does not survive a lost Ray node: the whole group starts again.
+        "restartPolicy": "RecreateGroupOnPodRestart",
+        "leaderTemplate": {
+            "metadata": _template_metadata(spec, labels, id_annotation),
+            "spec": _pod_spec(
+                spec, profile, leader, per_node, _cache_source(spec, profile, release, nodes)
+            ),
+        },
+        "workerTemplate": {
+            "metadata": _template_metadata(spec, labels, id_annotation),
+            "spec": _pod_spec(
+                spec, profile, worker, per_node, _cache_source(spec, profile, release, nodes)
+            ),
+        },
+    }
+    return {
+        "apiVersion": LWS_API_VERSION,
+        "kind": "LeaderWorkerSet",
+        "metadata": _metadata(lws_name(release), namespace, labels, id_annotation),
+        "spec": lws_spec,
     }
 
 
@@ -358,7 +473,7 @@ def _strategy(spec: Values) -> dict[str, Any]:
 
 
 def _pod_spec(
-    spec: Values, profile: Profile, env: list[dict[str, Any]], gpus: int, release: str
+    spec: Values, profile: Profile, container: dict[str, Any], gpus: int, cache: dict[str, Any]
 ) -> dict[str, Any]:
     pod: dict[str, Any] = {
         # nimctl never calls the API server.
@@ -371,10 +486,10 @@ def _pod_spec(
     }
     if spec.imagePullSecrets:
         pod["imagePullSecrets"] = [dict(s) for s in spec.imagePullSecrets]
-    pod["containers"] = [_container(spec, env, gpus)]
+    pod["containers"] = [container]
     pod["volumes"] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_quantity(profile)}},
-        {"name": "cache", **_cache_source(spec, release)},
+        {"name": "cache", **cache},
     ]
     if spec.nodeSelector:
         pod["nodeSelector"] = dict(spec.nodeSelector)
@@ -389,24 +504,23 @@ def _pod_spec(
     return pod
 
 
-def _container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict[str, Any]:
+def _container(
+    spec: Values,
+    env: list[dict[str, Any]],
+    gpus: int,
+    extra_ports: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
     port = int(spec.env["NIM_SERVER_PORT"])
-    container: dict[str, Any] = {
-        "name": CONTAINER_NAME,
-        "image": f"{spec.image.repository}:{spec.image.tag or __version__}",
-        "imagePullPolicy": spec.image.pullPolicy,
-    }
+    container = _image_fields(spec)
     if spec.customCommand:
         container["command"] = list(spec.customCommand)
     if spec.customArgs:
         container["args"] = list(spec.customArgs)
     container["env"] = env
     container["ports"] = [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}]
+    container["ports"] += [dict(p) for p in extra_ports]
     container["resources"] = _resources(spec, gpus)
-    container["volumeMounts"] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
-    ]
+    container["volumeMounts"] = _volume_mounts(spec)
     scheme = "HTTPS" if _tls(spec) else "HTTP"
     for key, probe in (
         ("startupProbe", spec.startupProbe),
@@ -423,6 +537,38 @@ def _container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict[str, 
     if spec.containerSecurityContext:
         container["securityContext"] = dict(spec.containerSecurityContext)
     return container
+
+
+def _worker_container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict[str, Any]:
+    """`nimctl worker`: a Ray node of the leader's cluster.
+
+    It serves no HTTP, so it has no probes (readiness is the leader's, which waits for every
+    worker) and no preStop delay (no Service routes to it). customCommand and customArgs are for
+    the leader's `nimctl serve`.
+    """
+    container = _image_fields(spec)
+    container["command"] = ["nimctl", "worker"]
+    container["env"] = env
+    container["resources"] = _resources(spec, gpus)
+    container["volumeMounts"] = _volume_mounts(spec)
+    if spec.containerSecurityContext:
+        container["securityContext"] = dict(spec.containerSecurityContext)
+    return container
+
+
+def _image_fields(spec: Values) -> dict[str, Any]:
+    return {
+        "name": CONTAINER_NAME,
+        "image": f"{spec.image.repository}:{spec.image.tag or __version__}",
+        "imagePullPolicy": spec.image.pullPolicy,
+    }
+
+
+def _volume_mounts(spec: Values) -> list[dict[str, Any]]:
+    return [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
+    ]
 
 
 def _tls(spec: Values) -> bool:
@@ -460,13 +606,32 @@ def _resources(spec: Values, gpus: int) -> dict[str, Any]:
     return out
 
 
-def _cache_source(spec: Values, release: str) -> dict[str, Any]:
+def _cache_source(spec: Values, profile: Profile, release: str, nodes: int) -> dict[str, Any]:
     persistence = spec.persistence
     if not persistence.enabled:
         return {"emptyDir": {}}
+    if _per_pod_cache(spec, nodes):
+        return {"ephemeral": {"volumeClaimTemplate": _per_pod_claim(spec, profile, release)}}
     return {
         "persistentVolumeClaim": {"claimName": persistence.existingClaim or claim_name(release)}
     }
+
+
+def _per_pod_cache(spec: Values, nodes: int) -> bool:
+    """Multi-node pods run on several machines, which cannot all mount one ReadWriteOnce claim.
+
+    Then each pod gets a claim of its own, created and deleted with it (a generic ephemeral
+    volume): sized for the weights from the storage class, where an emptyDir would fill the
+    node's disk with hundreds of GiB. A ReadWriteMany claim (or an existing claim, which must be
+    one) is shared by every pod instead, and the weights are downloaded once.
+    """
+    persistence = spec.persistence
+    return (
+        nodes > 1
+        and persistence.enabled
+        and not persistence.existingClaim
+        and persistence.accessMode != "ReadWriteMany"
+    )
 
 
 def claim_name(release: str) -> str:
@@ -474,36 +639,55 @@ def claim_name(release: str) -> str:
 
 
 def _claim(
-    spec: Values, profile: Profile, release: str, namespace: str | None
+    spec: Values, profile: Profile, release: str, namespace: str | None, nodes: int
 ) -> dict[str, Any] | None:
     persistence = spec.persistence
-    if not persistence.enabled or persistence.existingClaim:
+    if not persistence.enabled or persistence.existingClaim or _per_pod_cache(spec, nodes):
         return None
-    claim_spec: dict[str, Any] = {"accessModes": [persistence.accessMode]}
-    if persistence.storageClass == "-":
-        claim_spec["storageClassName"] = ""
-    elif persistence.storageClass:
-        claim_spec["storageClassName"] = persistence.storageClass
-    claim_spec["resources"] = {"requests": {"storage": cache_size(profile, persistence.size)}}
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": _metadata(
             claim_name(release), namespace, _labels(profile, release), persistence.annotations
         ),
-        "spec": claim_spec,
+        "spec": _claim_spec(spec, profile),
     }
 
 
-def _service(spec: Values, profile: Profile, release: str, namespace: str | None) -> dict[str, Any]:
+def _per_pod_claim(spec: Values, profile: Profile, release: str) -> dict[str, Any]:
+    # Kubernetes names each claim <pod>-cache, and deletes it with the pod.
+    metadata: dict[str, Any] = {"labels": _labels(profile, release)}
+    if spec.persistence.annotations:
+        metadata["annotations"] = dict(spec.persistence.annotations)
+    return {"metadata": metadata, "spec": _claim_spec(spec, profile)}
+
+
+def _claim_spec(spec: Values, profile: Profile) -> dict[str, Any]:
+    persistence = spec.persistence
+    claim_spec: dict[str, Any] = {"accessModes": [persistence.accessMode]}
+    if persistence.storageClass == "-":
+        claim_spec["storageClassName"] = ""
+    elif persistence.storageClass:
+        claim_spec["storageClassName"] = persistence.storageClass
+    claim_spec["resources"] = {"requests": {"storage": cache_size(profile, persistence.size)}}
+    return claim_spec
+
+
+def _service(
+    spec: Values, profile: Profile, release: str, namespace: str | None, *, leaders_only: bool
+) -> dict[str, Any]:
     labels = {**spec.service.labels, **_labels(profile, release)}
+    selector = _selector(release)
+    if leaders_only:
+        # Workers carry the same labels but serve no HTTP: route to the leaders only.
+        selector[LWS_WORKER_INDEX_LABEL] = "0"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(release, namespace, labels, spec.service.annotations),
         "spec": {
             "type": spec.service.type,
-            "selector": _selector(release),
+            "selector": selector,
             "ports": [
                 {
                     "name": PORT_NAME,
@@ -537,8 +721,17 @@ def _service_monitor(
 
 
 def _autoscaler(
-    spec: Values, profile: Profile, release: str, namespace: str | None
+    spec: Values,
+    profile: Profile,
+    release: str,
+    namespace: str | None,
+    workload: Mapping[str, Any],
 ) -> dict[str, Any]:
+    """An HPA on the workload, the Deployment or the LeaderWorkerSet.
+
+    A LeaderWorkerSet scales by whole groups, and its scale subresource selects the leader
+    pods: the ones that serve the metrics.
+    """
     auto = spec.autoscaling
     metrics = [dict(m) for m in auto.metrics] or [
         {
@@ -554,7 +747,11 @@ def _autoscaler(
         "kind": "HorizontalPodAutoscaler",
         "metadata": _metadata(release, namespace, _labels(profile, release)),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": release},
+            "scaleTargetRef": {
+                "apiVersion": workload["apiVersion"],
+                "kind": workload["kind"],
+                "name": workload["metadata"]["name"],
+            },
             "minReplicas": auto.minReplicas,
             "maxReplicas": auto.maxReplicas,
             "metrics": metrics,
@@ -652,6 +849,10 @@ def _container_env(spec: Values, profile: Profile, profile_id: str) -> list[dict
         if name in seen:
             raise ConfigError(f"invalid values: {name} is set twice (env, secretEnv, extraEnv)")
         seen.add(name)
+    for name, key in _MULTI_NODE_ENV.items():
+        if name in seen:
+            where = f"env.{name}" if name in spec.env else name
+            raise ConfigError(f"invalid values {where}: rendered from the profile; set {key}")
     return env
 
 
@@ -661,15 +862,88 @@ def _env_string(value: str | int | float | bool) -> str:
     return str(value)
 
 
-def _port(env: Mapping[str, Any]) -> int:
-    raw = env.get("NIM_SERVER_PORT")
+def _port(env: Mapping[str, Any], name: str = "NIM_SERVER_PORT", default: Any = None) -> int:
+    raw = env.get(name, default)
     try:
         port = int(str(raw))
     except ValueError:
         port = 0
     if not 1 <= port <= 65535:
-        raise ConfigError(f"invalid values env.NIM_SERVER_PORT={raw!r}: a port 1-65535 is needed")
+        raise ConfigError(f"invalid values env.{name}={raw!r}: a port 1-65535 is needed")
     return port
+
+
+def _ray_port(env: Mapping[str, Any]) -> int:
+    return _port(env, "NIM_RAY_PORT", NimSettings.model_fields["ray_port"].default)
+
+
+def _nodes(spec: Values, profile: Profile, gpus: int) -> int:
+    """Machines per replica: multiNode.nodes when enabled and set, else the profile's."""
+    multi = spec.multiNode
+    if multi.nodes is not None and not multi.enabled:
+        raise ConfigError(
+            f"invalid values multiNode.nodes={multi.nodes}: set multiNode.enabled: true as well"
+        )
+    if multi.enabled and multi.nodes is not None:
+        nodes, key = multi.nodes, f"multiNode.nodes={multi.nodes}"
+    else:
+        nodes, key = profile.hardware.nodes, "multiNode.enabled"
+    if multi.enabled and nodes < 2:
+        raise ConfigError(
+            f"invalid values {key}: multi-node needs 2 or more nodes (profile {profile.name} "
+            f"has {profile.hardware.nodes}); set multiNode.nodes"
+        )
+    if nodes > 1 and not gpus:
+        raise ConfigError(
+            f"invalid values {key}: profile {profile.name} runs on CPU; only GPU profiles are "
+            "spread over several nodes"
+        )
+    if nodes > 1 and gpus % nodes:
+        if multi.nodes is None:  # the profile's count, so env changed the GPUs
+            key = "env.NIM_TENSOR_PARALLEL_SIZE / NIM_PIPELINE_PARALLEL_SIZE"
+        raise ConfigError(
+            f"invalid values {key}: {gpus} GPUs (tensor x pipeline parallel size) cannot be "
+            f"spread evenly over {nodes} nodes; every node holds the same number"
+        )
+    return nodes
+
+
+def _check_multi_node(spec: Values, release: str) -> None:
+    """What a LeaderWorkerSet needs beyond what a Deployment does."""
+    if spec.strategy:
+        raise ConfigError(
+            "invalid values strategy: a Deployment's; a LeaderWorkerSet replaces one group at a "
+            "time (set strategy: {} with multi-node profiles)"
+        )
+    backend = spec.env.get("NIM_DISTRIBUTED_EXECUTOR_BACKEND")
+    if backend is not None and str(backend) != "ray":
+        raise ConfigError(
+            f"invalid values env.NIM_DISTRIBUTED_EXECUTOR_BACKEND={backend!r}: more than one "
+            "node needs vLLM's Ray executor (ray)"
+        )
+    if _ray_port(spec.env) == _port(spec.env):
+        raise ConfigError(
+            f"invalid values env.NIM_RAY_PORT={_ray_port(spec.env)}: NIM_SERVER_PORT uses it"
+        )
+    startup = spec.startupProbe
+    window = startup.initialDelaySeconds + startup.periodSeconds * startup.failureThreshold
+    timeout = spec.multiNode.clusterStartTimeout
+    if startup.enabled and window <= timeout:
+        raise ConfigError(
+            f"invalid values multiNode.clusterStartTimeout={timeout}: the leader's startup "
+            f"probe gives up after {window} s (startupProbe.initialDelaySeconds + periodSeconds "
+            "x failureThreshold), before the engine could even load"
+        )
+    auto = spec.autoscaling
+    groups = max(spec.replicaCount, auto.maxReplicas if auto.enabled else 0, 1)
+    longest = f"{lws_name(release)}-{groups - 1}"  # the last group's worker StatefulSet
+    if len(longest) > _STATEFULSET_NAME_MAX:
+        limit = _STATEFULSET_NAME_MAX - len(longest) + len(release)
+        raise ConfigError(
+            f"invalid release {release!r}: at most {limit} characters for a LeaderWorkerSet of "
+            f"{groups} group(s) (its StatefulSets are named <release>{LWS_SUFFIX}-<group>, at "
+            f"most {_STATEFULSET_NAME_MAX} characters)"
+        )
 
 
 def _gpus(profile: Profile, env: Mapping[str, Any]) -> int:

@@ -53,6 +53,9 @@ class Hardware(_Strict):
     """What the profile needs to run; `gpus: 0` means it runs on CPU."""
 
     gpus: int = Field(0, ge=0, description="GPUs needed: tensor x pipeline parallel size.")
+    nodes: int = Field(
+        1, ge=1, description="Machines the GPUs are spread over (vLLM's Ray executor past 1)."
+    )
     gpu_memory_gib: float = Field(0, ge=0, description="Memory each GPU needs, GiB.")
     precision: str = Field("bf16", description="Weight precision, e.g. fp8, bf16, fp32.")
     weights_gib: float = Field(0, ge=0, description="Size of the weights, GiB.")
@@ -125,6 +128,13 @@ class Profile(_Strict):
                 f"max_videos_per_prompt={self.max_videos_per_prompt} but {self.name} takes no "
                 "video (video_input: false)"
             )
+        if self.hardware.nodes > 1 and (
+            not self.hardware.gpus or self.hardware.gpus % self.hardware.nodes
+        ):
+            raise ValueError(
+                f"hardware.nodes={self.hardware.nodes} must divide hardware.gpus="
+                f"{self.hardware.gpus} (every node holds the same number of GPUs)"
+            )
         if self.hardware.gpus and self.hardware.gpus != self.parallel_size:
             raise ValueError(
                 f"hardware.gpus={self.hardware.gpus} but tensor x pipeline parallel size is "
@@ -142,13 +152,17 @@ class Profile(_Strict):
         """NIM-style runtime tag, e.g. `vllm-fp8-tp8-pp1`."""
         args = self.engine_args
         device = "" if self.hardware.gpus else "cpu-"
+        nodes = f"-{self.hardware.nodes}node" if self.hardware.nodes > 1 else ""
         return (
             f"vllm-{device}{self.hardware.precision}-tp{args.get('tensor_parallel_size', 1)}"
-            f"-pp{args.get('pipeline_parallel_size', 1)}"
+            f"-pp{args.get('pipeline_parallel_size', 1)}{nodes}"
         )
 
     def content_id(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        content = self.model_dump(mode="json")
+        if content["hardware"]["nodes"] == 1:
+            del content["hardware"]["nodes"]  # added later: single-node ids stay as they were
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_yaml(self) -> str:
@@ -168,21 +182,23 @@ class Fit:
 
 
 def fit(profile: Profile, gpus: Sequence[Gpu]) -> Fit:
-    """Can this machine run the profile? The answer names what is missing."""
-    need = profile.hardware.gpus
+    """Can this machine run its share of the profile? The answer names what is missing."""
+    nodes = profile.hardware.nodes
+    need = profile.hardware.gpus // nodes
+    on = f" on each of {nodes} nodes" if nodes > 1 else ""
     if need == 0:
         return Fit(True, "runs on CPU")
     if len(gpus) < need:
-        return Fit(False, f"needs {need} GPU(s), {len(gpus)} visible")
+        return Fit(False, f"needs {need} GPU(s){on}, {len(gpus)} visible")
     per_gpu = profile.hardware.gpu_memory_gib
     small = [g for g in gpus if g.memory_gib < per_gpu]
     if len(gpus) - len(small) < need:
         return Fit(
             False,
-            f"needs {need} GPU(s) with >= {per_gpu:g} GiB each; "
+            f"needs {need} GPU(s){on} with >= {per_gpu:g} GiB each; "
             f"{len(gpus) - len(small)} of {len(gpus)} have that much",
         )
-    return Fit(True, f"uses {need} of {len(gpus)} GPU(s)")
+    return Fit(True, f"uses {need} of {len(gpus)} GPU(s){on}")
 
 
 class ProfileStore:
@@ -299,6 +315,17 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
         value = getattr(settings, field)
         if value is not None:
             engine_args[arg] = value
+    nodes = settings.num_compute_nodes or profile.hardware.nodes
+    if settings.distributed_executor_backend is not None:
+        engine_args["distributed_executor_backend"] = settings.distributed_executor_backend
+    elif nodes > 1:
+        engine_args.setdefault("distributed_executor_backend", "ray")
+    if nodes > 1 and engine_args.get("distributed_executor_backend") != "ray":
+        raise ConfigError(
+            f"{nodes} nodes need vLLM's Ray executor, not "
+            f"{engine_args.get('distributed_executor_backend')!r}: unset "
+            "NIM_DISTRIBUTED_EXECUTOR_BACKEND or set it to ray"
+        )
     if settings.guided_decoding_backend is not None:
         structured = dict(engine_args.get("structured_outputs_config") or {})
         structured["backend"] = settings.guided_decoding_backend
@@ -306,6 +333,9 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
     update["engine_args"] = engine_args
 
     hardware = profile.hardware
+    if settings.num_compute_nodes is not None and settings.num_compute_nodes != hardware.nodes:
+        hardware = hardware.model_copy(update={"nodes": settings.num_compute_nodes})
+        update["hardware"] = hardware
     if hardware.gpus:
         parallel = int(engine_args.get("tensor_parallel_size", 1)) * int(
             engine_args.get("pipeline_parallel_size", 1)

@@ -203,6 +203,42 @@ class NimSettings(BaseSettings):
     max_num_seqs: int | None = _field(
         None, GROUPS[4], "Most sequences batched at once.", "max_num_seqs", ge=1
     )
+    num_compute_nodes: int | None = _field(
+        None,
+        GROUPS[4],
+        "Machines the profile's GPUs are spread over (NIM's name); past 1 the engine runs on "
+        "vLLM's Ray executor, this process is the leader and the others run `nimctl worker`.",
+        ge=1,
+    )
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = _field(
+        None,
+        GROUPS[4],
+        "vLLM's executor for tensor / pipeline parallel workers; default: `ray` on more than "
+        "one node, else vLLM's choice (`mp`, one process per GPU).",
+        "distributed_executor_backend",
+    )
+    ray_address: str | None = _field(
+        None,
+        GROUPS[4],
+        "An existing Ray cluster (`host:port`) for the leader to join instead of starting the "
+        "Ray head itself.",
+    )
+    ray_port: int = _field(
+        6379, GROUPS[4], "Port of the Ray head the leader starts.", ge=1, le=65535
+    )
+    cluster_start_timeout: float = _field(
+        300.0,
+        GROUPS[4],
+        "Seconds the leader waits for every node to join the Ray cluster (Helm's "
+        "multiNode.clusterStartTimeout).",
+        gt=0,
+    )
+    leader_address: str | None = _field(
+        None,
+        GROUPS[4],
+        "Where `nimctl worker` finds the leader (host or IP); default: LeaderWorkerSet's "
+        "LWS_LEADER_ADDRESS.",
+    )
     passthrough_args: str | None = _field(
         None,
         GROUPS[4],

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import prometheus_client
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
 from nimctl import __version__
@@ -19,6 +20,7 @@ from nimctl.api.middleware import (
     Inflight,
     RequestIdMiddleware,
 )
+from nimctl.api.schema import add_chat_schemas
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
 from nimctl.lifecycle import Supervisor
@@ -86,6 +88,19 @@ def create_app(
         inflight=inflight,
     )
     install_error_handlers(app)
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            app.openapi_schema = add_chat_schemas(document, [engine.served_model_name])
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     for module in (health, models, chat, metrics, meta):
         app.include_router(module.router)
     # Added innermost first: the request id wraps everything, so every log line carries it.

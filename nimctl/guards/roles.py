@@ -11,6 +11,79 @@ KNOWN_ROLES = ("system", "developer", "user", "assistant", "tool")
 ALTERNATION = "strict_alternation"
 
 
+SHAPE = "message_shape"
+
+
+def check_shape(payload: dict[str, Any]) -> None:
+    """The structure every later rule relies on; vLLM checks message contents only lazily,
+    deep inside rendering, where a mistake would come back as an unreadable pydantic dump."""
+    found = payload.get("messages")
+    if found is None:
+        raise GuardError(
+            SHAPE, "The request has no messages.", "Send a non-empty list of messages.", "messages"
+        )
+    if not isinstance(found, list) or not found:
+        raise GuardError(
+            SHAPE,
+            f"messages must be a non-empty list, not {_describe(found)}.",
+            'Send e.g. [{"role": "user", "content": "Hello"}].',
+            "messages",
+        )
+    for i, message in enumerate(found):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise GuardError(
+                SHAPE,
+                f"{where} must be an object, not {_describe(message)}.",
+                'Send e.g. {"role": "user", "content": "Hello"}.',
+                where,
+            )
+        if not isinstance(message.get("role"), str):
+            raise GuardError(
+                SHAPE,
+                f"{where}.role must be a string, not {_describe(message.get('role'))}.",
+                "Use system, user, assistant or tool.",
+                f"{where}.role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise GuardError(
+                SHAPE,
+                f"{where}.content must be a string or a list of content parts, not "
+                f"{_describe(content)}.",
+                'Send text as a string, or parts such as {"type": "text", "text": "..."}.',
+                f"{where}.content",
+            )
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise GuardError(
+                    SHAPE,
+                    f"{where}.content[{j}] must be a content part (an object with a string "
+                    f"'type'), not {_describe(part)}.",
+                    'Use parts such as {"type": "text", "text": "..."} or {"type": '
+                    '"image_url", "image_url": {"url": "..."}}.',
+                    f"{where}.content[{j}]",
+                )
+        calls = message.get("tool_calls")
+        if calls is not None and not (
+            isinstance(calls, list) and all(isinstance(c, dict) for c in calls)
+        ):
+            raise GuardError(
+                SHAPE,
+                f"{where}.tool_calls must be a list of tool call objects, not {_describe(calls)}.",
+                'Send e.g. [{"id": "call_1", "type": "function", "function": {"name": "f", '
+                '"arguments": "{}"}}].',
+                f"{where}.tool_calls",
+            )
+
+
+def _describe(value: Any) -> str:
+    name = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else f"a {type(value).__name__}"
+    )
+    return name if not isinstance(value, list) or value else "an empty list"
+
+
 def check(payload: dict[str, Any], profile: Profile) -> None:
     found = messages(payload)
     for i, message in found:

@@ -133,3 +133,35 @@ async def test_guard_refusals_never_reach_the_engine(harness, extra, rule):
     assert response.status_code == 400
     assert f"(rule: {rule})" in assert_error_shape(response.json(), 400)["message"]
     assert harness.engine.requests == []
+
+
+async def test_openapi_describes_the_chat_request_and_error_shape(harness):
+    """The published contract must admit every request of the seed pages (as the fuzzer and
+    client generators read it) and name the error shape of every refusal."""
+    import jsonschema
+
+    from tests.e2e.seeds import EXAMPLES
+
+    document = (await harness.client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    request_schema = schemas["ChatCompletionRequest"]
+    assert request_schema["properties"]["model"] == {"enum": [MODEL]}
+    request_schema["properties"]["model"] = {"type": "string"}
+    checked = 0
+    for examples in EXAMPLES.values():
+        for _name, body in examples:
+            jsonschema.validate({"model": "any", **body}, request_schema)
+            checked += 1
+    assert checked >= 20
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"model": MODEL, "messages": []}, request_schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(
+            {"model": MODEL, "messages": [{"role": "user", "content": 3}]}, request_schema
+        )
+    responses = document["paths"]["/v1/chat/completions"]["post"]["responses"]
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for code in ("400", "401", "404", "413", "503"):
+        assert responses[code]["content"]["application/json"]["schema"] == error_ref
+    refusal = (await harness.client.post("/v1/chat/completions", content=b"{")).json()
+    jsonschema.validate(refusal, schemas["ErrorResponse"])

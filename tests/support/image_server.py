@@ -128,6 +128,11 @@ class ImageServer:
         with self._lock:
             return self._counts[path]
 
+    def hits(self, prefix: str) -> int:
+        """Requests that reached any path starting with `prefix`."""
+        with self._lock:
+            return sum(n for path, n in self._counts.items() if path.startswith(prefix))
+
     def max_in_flight(self, path: str) -> int:
         with self._lock:
             return self._max_in_flight[path]

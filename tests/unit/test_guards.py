@@ -441,11 +441,23 @@ def test_request_mm_kwargs_only_where_documented(store, name):
     )
 
 
-def test_malformed_bodies_are_left_to_validation(store):
-    for payload in (
-        {"messages": "hi"},
-        {"messages": [1, None]},
-        {"messages": [{"role": 3}]},
-        {"tools": "x", "messages": []},
-    ):
-        accept(profile(store, SMALL4), payload)
+@pytest.mark.parametrize(
+    ("payload", "param"),
+    [
+        ({}, "messages"),
+        ({"messages": "hi"}, "messages"),
+        ({"messages": []}, "messages"),
+        ({"messages": [1, None]}, "messages[0]"),
+        ({"messages": [{"role": 3}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": [[["x"]]]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "user", "content": [{"text": "x"}]}]}, "messages[0].content[0]"),
+        ({"messages": [{"role": "assistant", "tool_calls": -3}]}, "messages[0].tool_calls"),
+    ],
+)
+def test_malformed_messages_are_refused_with_their_place(store, payload, param):
+    """vLLM validates message contents lazily, deep in rendering; the shape is checked first."""
+    with pytest.raises(GuardError) as caught:
+        check_request(payload, profile(store, SMALL4))
+    assert caught.value.rule == "message_shape"
+    assert caught.value.param == param

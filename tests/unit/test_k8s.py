@@ -3,7 +3,9 @@
 Core objects are checked offline against the Kubernetes JSON schemas that kubernetes-validate
 bundles (strict: unknown fields fail), for the oldest Kubernetes the docs name and the newest
 bundled. The ServiceMonitor is a CRD those schemas lack: it is checked against the part of
-prometheus-operator's CRD schema that nimctl writes, transcribed below.
+prometheus-operator's CRD schema that nimctl writes, transcribed below. The LeaderWorkerSet of a
+multi-node profile is a CRD too: its own fields are checked against tests/support/lws_schema.py,
+its two pod templates against Kubernetes' schema, each wrapped in a core PodTemplate.
 """
 
 from __future__ import annotations
@@ -20,25 +22,33 @@ import yaml
 from nimctl.errors import ConfigError
 from nimctl.k8s import (
     GPU_RESOURCE,
+    LWS_WORKER_INDEX_LABEL,
     PORT_NAME,
     PROFILE_ID_ANNOTATION,
     PROFILE_LABEL,
+    claim_name,
     default_release,
     default_values_path,
     dump_yaml,
     load_values,
+    lws_name,
     merge_values,
     render_manifests,
     shm_quantity,
     validate_values,
 )
 from nimctl.profiles import Profile, ProfileStore, builtin_profiles_dir
+from tests.support.lws_schema import LWS_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "deploy" / "examples" / "qwen3.5-397b-a17b.yaml"
+EXAMPLES = ROOT / "deploy" / "examples"
+EXAMPLE = EXAMPLES / "qwen3.5-397b-a17b.yaml"
 K8S_VERSIONS = ("1.30", "1.37")  # the oldest the docs name, the newest bundled
 QWEN = "qwen3.5-397b-a17b"
 NEMOTRON = "llama-3.1-nemotron-nano-vl-8b-v1"
+MISTRAL = "mistral-large-3-675b-instruct-2512"  # 8 GPUs, one node
+TWO_NODES = {"multiNode": {"enabled": True, "nodes": 2}}
+MULTI_NODE_EXAMPLE = EXAMPLES / f"{MISTRAL}-2-nodes.yaml"
 
 # prometheus-operator v0.93.0, CRD monitoring.coreos.com_servicemonitors.yaml: the fields nimctl
 # sets, with their types and patterns; additionalProperties false catches a misspelt field.
@@ -115,35 +125,89 @@ def render(store: ProfileStore, name: str, values: dict | None = None, **kw) -> 
     return {obj["kind"]: obj for obj in objects}
 
 
-def pod_of(objects: dict[str, dict]) -> dict:
-    return objects["Deployment"]["spec"]["template"]["spec"]
+def template_of(objects: dict[str, dict], role: str = "leader") -> dict:
+    """The pod template serving HTTP: the Deployment's, or the LeaderWorkerSet's leader (or
+    worker) template."""
+    if "LeaderWorkerSet" in objects:
+        return objects["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"][f"{role}Template"]
+    assert role == "leader"
+    return objects["Deployment"]["spec"]["template"]
 
 
-def container_of(objects: dict[str, dict]) -> dict:
-    (container,) = pod_of(objects)["containers"]
+def pod_of(objects: dict[str, dict], role: str = "leader") -> dict:
+    return template_of(objects, role)["spec"]
+
+
+def container_of(objects: dict[str, dict], role: str = "leader") -> dict:
+    (container,) = pod_of(objects, role)["containers"]
     return container
 
 
-def env_of(objects: dict[str, dict]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_of(objects)["env"]}
+def env_of(objects: dict[str, dict], role: str = "leader") -> dict[str, Any]:
+    env = container_of(objects, role)["env"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in env}
+
+
+def validate(obj: dict, version: str) -> None:
+    """Each kind against its schema: Kubernetes', or the CRD transcriptions."""
+    if obj["kind"] == "ServiceMonitor":
+        jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
+    elif obj["kind"] == "LeaderWorkerSet":
+        jsonschema.validate(obj, LWS_SCHEMA)
+        templates = obj["spec"]["leaderWorkerTemplate"]
+        for role in ("leaderTemplate", "workerTemplate"):
+            kubernetes_validate.validate(as_pod_template(templates[role]), version, strict=True)
+    else:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def as_pod_template(template: dict) -> dict:
+    # A core object whose `template` is a PodTemplateSpec, the type of the LWS templates.
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {"name": "x"},
+        "template": template,
+    }
+
+
+def profile_with(store: ProfileStore, name: str, **hardware: Any) -> Profile:
+    """A copy of a built-in profile with other hardware, e.g. spread over nodes."""
+    base = store.get(name).model_dump()
+    return Profile.model_validate({**base, "hardware": {**base["hardware"], **hardware}})
 
 
 def all_profiles() -> list[str]:
     return sorted(p.name for p in ProfileStore.load([builtin_profiles_dir()]))
 
 
-def example_text(store: ProfileStore) -> str:
-    profile = store.get(QWEN)
-    header = (
-        f"# Rendered by nimctl for the profile {QWEN} with the defaults of deploy/values.yaml\n"
-        f"# (release {default_release(profile)}, no namespace): the output of\n"
-        f"#   nimctl k8s --profile {QWEN}\n"
-        "# that is, nimctl.k8s.dump_yaml(render_manifests(profile, profile_id, "
-        "load_values(None))).\n"
+def example_text(store: ProfileStore, name: str = QWEN, values: dict | None = None) -> str:
+    profile = store.get(name)
+    release = default_release(profile)
+    if values is None:
+        header = (
+            f"# Rendered by nimctl for the profile {name} with the defaults of deploy/values.yaml\n"
+            f"# (release {release}, no namespace): the output of\n"
+            f"#   nimctl k8s --profile {name}\n"
+            "# that is, nimctl.k8s.dump_yaml(render_manifests(profile, profile_id, "
+            "load_values(None))).\n"
+        )
+    else:
+        shown = yaml.safe_dump(values, default_flow_style=True, width=1000).strip()
+        header = (
+            f"# Rendered by nimctl for the profile {name} with deploy/values.yaml\n"
+            f"# and a values file values.yaml holding {shown}\n"
+            f"# (release {release}, no namespace): the output of\n"
+            f"#   nimctl k8s --profile {name} --values values.yaml\n"
+            "# that is, nimctl.k8s.dump_yaml(render_manifests(profile, profile_id, "
+            "load_values(Path('values.yaml')))).\n"
+        )
+    header += (
         "# Do not edit: tests/unit/test_k8s.py fails when this differs from what nimctl renders;\n"
         "# `NIMCTL_UPDATE_EXAMPLES=1 pytest tests/unit/test_k8s.py` rewrites it.\n"
     )
-    return header + dump_yaml(render_manifests(profile, store.id_of(profile), load_values(None)))
+    objects = render_manifests(profile, store.id_of(profile), with_defaults(values))
+    return header + dump_yaml(objects)
 
 
 # --- schema validity -----------------------------------------------------------------------------
@@ -158,22 +222,16 @@ def test_every_profile_renders_schema_valid_objects(store, name):
         namespace="models",
     )
     kinds = sorted(obj["kind"] for obj in objects)
-    assert kinds == sorted(
-        [
-            "Deployment",
-            "Service",
-            "PersistentVolumeClaim",
-            "ServiceMonitor",
-            "HorizontalPodAutoscaler",
-        ]
-    )
+    if store.get(name).hardware.nodes > 1:
+        # Each pod's own cache claim (ReadWriteOnce cannot be shared across nodes).
+        workload = ["LeaderWorkerSet"]
+    else:
+        workload = ["Deployment", "PersistentVolumeClaim"]
+    assert kinds == sorted([*workload, "Service", "ServiceMonitor", "HorizontalPodAutoscaler"])
     for obj in objects:
         assert obj["metadata"]["namespace"] == "models"
-        if obj["kind"] == "ServiceMonitor":
-            jsonschema.validate(obj, SERVICE_MONITOR_SCHEMA)
-            continue
         for version in K8S_VERSIONS:
-            kubernetes_validate.validate(obj, version, strict=True)
+            validate(obj, version)
 
 
 def test_the_validators_do_catch_mistakes(store):
@@ -188,6 +246,47 @@ def test_the_validators_do_catch_mistakes(store):
         jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
 
 
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("spec", "startupPolicy"), "LeaderStarted"),
+        (("spec", "replica"), 1),
+        (("spec", "leaderWorkerTemplate", "size"), 0),
+        (("spec", "leaderWorkerTemplate", "restartPolicy"), "RecreateGroup"),
+        (("spec", "leaderWorkerTemplate", "leaderTemplates"), {}),
+        (("spec", "rolloutStrategy", "rollingUpdateConfiguration", "maxSurges"), 0),
+        (("spec", "networkConfig"), {"subdomainPolicy": "Unique"}),
+    ],
+)
+def test_the_lws_schema_catches_mistakes(store, path, value):
+    lws = render(store, MISTRAL, TWO_NODES)["LeaderWorkerSet"]
+    validate(lws, K8S_VERSIONS[0])
+    *parents, key = path
+    target = lws
+    for part in parents:
+        target = target[part]
+    target[key] = value
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(lws, LWS_SCHEMA)
+
+
+def test_the_lws_schema_requires_the_worker_template(store):
+    lws = render(store, MISTRAL, TWO_NODES)["LeaderWorkerSet"]
+    del lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(lws, LWS_SCHEMA)
+
+
+@pytest.mark.parametrize("role", ["leader", "worker"])
+def test_lws_pod_templates_are_checked_by_kubernetes_schema(store, role):
+    objects = render(store, MISTRAL, TWO_NODES)
+    container_of(objects, role)["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(
+            as_pod_template(template_of(objects, role)), K8S_VERSIONS[0], strict=True
+        )
+
+
 def test_default_values_file_is_complete_and_valid():
     # The wheel's copy (force-included as nimctl/deploy/values.yaml) or the checkout's.
     assert default_values_path().read_text() == (ROOT / "deploy" / "values.yaml").read_text()
@@ -196,6 +295,9 @@ def test_default_values_file_is_complete_and_valid():
     assert values.autoscaling.enabled is False
     assert values.metrics.serviceMonitor.enabled is True
     assert values.persistence.enabled is True
+    assert values.multiNode.enabled is False
+    assert values.multiNode.nodes is None
+    assert values.multiNode.clusterStartTimeout == 300
 
 
 # --- what the profile decides --------------------------------------------------------------------
@@ -266,7 +368,8 @@ def test_gpu_limit_equals_the_profiles_gpus(store, name):
     tolerations = pod_of(objects).get("tolerations", [])
     gpu_toleration = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
     if profile.hardware.gpus:
-        assert resources["limits"][GPU_RESOURCE] == profile.hardware.gpus
+        per_node = profile.hardware.gpus // profile.hardware.nodes
+        assert resources["limits"][GPU_RESOURCE] == per_node
         assert gpu_toleration in tolerations
     else:
         assert GPU_RESOURCE not in yaml.safe_dump(objects["Deployment"])
@@ -450,6 +553,212 @@ def test_autoscaler_takes_raw_metrics(store):
     assert objects["HorizontalPodAutoscaler"]["spec"]["metrics"] == [metric]
 
 
+# --- multi-node: LeaderWorkerSet -----------------------------------------------------------------
+
+
+def test_multi_node_values_render_a_leader_worker_set(store):
+    objects = render(store, MISTRAL, TWO_NODES, namespace="models")
+    assert sorted(objects) == ["LeaderWorkerSet", "Service", "ServiceMonitor"]
+    lws = objects["LeaderWorkerSet"]
+    release = default_release(store.get(MISTRAL))
+    assert lws["metadata"]["name"] == lws_name(release) == f"{release}-lws"
+    # Not the Service's name: LWS creates a headless Service named after itself.
+    assert lws["metadata"]["name"] != objects["Service"]["metadata"]["name"]
+    spec = lws["spec"]
+    assert spec["replicas"] == 1
+    assert spec["startupPolicy"] == "LeaderCreated"
+    assert spec["rolloutStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdateConfiguration": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    group = spec["leaderWorkerTemplate"]
+    assert group["size"] == 2
+    assert group["restartPolicy"] == "RecreateGroupOnPodRestart"
+    for version in K8S_VERSIONS:
+        for obj in objects.values():
+            validate(obj, version)
+
+
+def test_a_multi_node_profile_renders_a_leader_worker_set_by_itself(store):
+    profile = profile_with(store, QWEN, nodes=2)
+    objects = render_manifests(profile, store.id_of(profile), load_values(None))
+    (lws,) = [obj for obj in objects if obj["kind"] == "LeaderWorkerSet"]
+    assert "Deployment" not in {obj["kind"] for obj in objects}
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    # multiNode.nodes spreads it further.
+    values = with_defaults({"multiNode": {"enabled": True, "nodes": 4}})
+    (lws, *_) = render_manifests(profile, store.id_of(profile), values)
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 4
+    leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
+    assert leader["resources"]["limits"][GPU_RESOURCE] == 2
+    # GPUs changed through env must still be spread evenly over the profile's nodes.
+    values = with_defaults({"env": {"NIM_TENSOR_PARALLEL_SIZE": 3}})
+    with pytest.raises(ConfigError, match="env.NIM_TENSOR_PARALLEL_SIZE"):
+        render_manifests(profile, store.id_of(profile), values)
+
+
+@pytest.mark.parametrize(("nodes", "per_node"), [(2, 4), (4, 2), (8, 1)])
+def test_gpus_per_node_and_group_size(store, nodes, per_node):
+    objects = render(store, MISTRAL, {"multiNode": {"enabled": True, "nodes": nodes}})
+    assert objects["LeaderWorkerSet"]["spec"]["leaderWorkerTemplate"]["size"] == nodes
+    for role in ("leader", "worker"):
+        assert container_of(objects, role)["resources"] == {"limits": {GPU_RESOURCE: per_node}}
+        assert env_of(objects, role)["NIM_NUM_COMPUTE_NODES"] == str(nodes)
+
+
+def test_gpus_from_env_are_spread_over_the_nodes(store):
+    values = {**TWO_NODES, "env": {"NIM_TENSOR_PARALLEL_SIZE": 8, "NIM_PIPELINE_PARALLEL_SIZE": 2}}
+    objects = render(store, MISTRAL, values)
+    assert container_of(objects, "worker")["resources"]["limits"][GPU_RESOURCE] == 8
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"multiNode": {"enabled": True, "nodes": 3}}, "multiNode.nodes=3: 8 GPUs"),
+        ({"multiNode": {"enabled": True, "nodes": 5}}, "multiNode.nodes=5: 8 GPUs"),
+        ({**TWO_NODES, "env": {"NIM_TENSOR_PARALLEL_SIZE": 3}}, "multiNode.nodes=2: 3 GPUs"),
+    ],
+)
+def test_nodes_must_divide_the_gpus(store, values, message):
+    with pytest.raises(ConfigError, match=message):
+        render(store, MISTRAL, values)
+
+
+def test_a_cpu_profile_is_not_spread_over_nodes(store):
+    with pytest.raises(ConfigError, match="runs on CPU"):
+        render(store, "tiny", TWO_NODES)
+
+
+def test_leader_is_the_deployments_pod_plus_the_cluster_settings(store):
+    single = render(store, MISTRAL)
+    multi = render(store, MISTRAL, TWO_NODES)
+    leader, pod = container_of(multi), container_of(single)
+    assert "command" not in leader  # the image's entrypoint, `nimctl serve`
+    for key in ("image", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle"):
+        assert leader[key] == pod[key]
+    assert leader["ports"] == [
+        {"name": PORT_NAME, "containerPort": 8000, "protocol": "TCP"},
+        {"name": "ray", "containerPort": 6379, "protocol": "TCP"},
+    ]
+    env = env_of(multi)
+    assert env["NIM_NUM_COMPUTE_NODES"] == "2"
+    assert env["NIM_CLUSTER_START_TIMEOUT"] == "300"
+    assert env.items() >= env_of(single).items()
+    assert set(env) - set(env_of(single)) == {"NIM_NUM_COMPUTE_NODES", "NIM_CLUSTER_START_TIMEOUT"}
+    leader_pod, deployment_pod = pod_of(multi), pod_of(single)
+    for key in ("securityContext", "terminationGracePeriodSeconds", "tolerations"):
+        assert leader_pod[key] == deployment_pod[key]
+    volumes = {v["name"]: v for v in leader_pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "32Gi"}
+    values = {
+        "multiNode": {"enabled": True, "nodes": 2, "clusterStartTimeout": 900},
+        "env": {"NIM_RAY_PORT": "6380"},
+    }
+    objects = render(store, MISTRAL, values)
+    assert env_of(objects)["NIM_CLUSTER_START_TIMEOUT"] == "900"
+    assert container_of(objects)["ports"][1]["containerPort"] == 6380
+
+
+def test_worker_runs_nimctl_worker_without_probes(store):
+    objects = render(store, MISTRAL, {**TWO_NODES, "customArgs": ["--port", "8000"]})
+    worker, leader = container_of(objects, "worker"), container_of(objects, "leader")
+    assert worker["command"] == ["nimctl", "worker"]
+    assert "args" not in worker  # customArgs are for `nimctl serve`
+    assert leader["args"] == ["--port", "8000"]
+    for key in ("livenessProbe", "readinessProbe", "startupProbe", "ports", "lifecycle"):
+        assert key not in worker
+    for key in ("image", "imagePullPolicy", "env", "resources", "volumeMounts", "securityContext"):
+        assert worker[key] == leader[key]
+    assert pod_of(objects, "worker")["volumes"] == pod_of(objects, "leader")["volumes"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert mounts == {"dshm": "/dev/shm", "cache": "/opt/nim/.cache"}
+    assert template_of(objects, "worker")["metadata"] == template_of(objects, "leader")["metadata"]
+
+
+def test_service_selects_the_leaders_only(store):
+    objects = render(store, MISTRAL, TWO_NODES)
+    selector = objects["Service"]["spec"]["selector"]
+    assert selector[LWS_WORKER_INDEX_LABEL] == "0"
+    # Everything else in the selector is on the template: LWS adds the worker index.
+    labels = template_of(objects)["metadata"]["labels"]
+    assert {k: v for k, v in selector.items() if k != LWS_WORKER_INDEX_LABEL}.items() <= (
+        labels.items()
+    )
+    # The ServiceMonitor still finds the Service, so it scrapes the leaders.
+    monitor = objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert monitor.items() <= objects["Service"]["metadata"]["labels"].items()
+    assert LWS_WORKER_INDEX_LABEL not in render(store, MISTRAL)["Service"]["spec"]["selector"]
+
+
+def test_autoscaler_scales_the_leader_worker_set(store):
+    values = {**TWO_NODES, "autoscaling": {"enabled": True, "maxReplicas": 3}}
+    objects = render(store, MISTRAL, values)
+    lws = objects["LeaderWorkerSet"]
+    assert objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "name": lws["metadata"]["name"],
+    }
+    assert "replicas" not in lws["spec"]
+    assert (
+        render(store, MISTRAL, {**TWO_NODES, "replicaCount": 3})["LeaderWorkerSet"]["spec"][
+            "replicas"
+        ]
+        == 3
+    )
+
+
+def test_multi_node_cache(store):
+    release = default_release(store.get(MISTRAL))
+    # ReadWriteOnce (the default): a claim per pod, made and deleted with it, sized as usual.
+    objects = render(store, MISTRAL, {**TWO_NODES, "persistence": {"storageClass": "fast"}})
+    assert "PersistentVolumeClaim" not in objects
+    for role in ("leader", "worker"):
+        volumes = {v["name"]: v for v in pod_of(objects, role)["volumes"]}
+        claim = volumes["cache"]["ephemeral"]["volumeClaimTemplate"]["spec"]
+        assert claim == {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "fast",
+            "resources": {"requests": {"storage": "700Gi"}},
+        }
+    # ReadWriteMany: one claim every pod of every group shares.
+    objects = render(store, MISTRAL, {**TWO_NODES, "persistence": {"accessMode": "ReadWriteMany"}})
+    claim = objects["PersistentVolumeClaim"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for role in ("leader", "worker"):
+        volumes = {v["name"]: v for v in pod_of(objects, role)["volumes"]}
+        assert volumes["cache"] == {
+            "name": "cache",
+            "persistentVolumeClaim": {"claimName": claim_name(release)},
+        }
+    objects = render(store, MISTRAL, {**TWO_NODES, "persistence": {"existingClaim": "models"}})
+    assert "PersistentVolumeClaim" not in objects
+    volumes = {v["name"]: v for v in pod_of(objects, "worker")["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"] == {"claimName": "models"}
+    objects = render(store, MISTRAL, {**TWO_NODES, "persistence": {"enabled": False}})
+    volumes = {v["name"]: v for v in pod_of(objects, "worker")["volumes"]}
+    assert volumes["cache"] == {"name": "cache", "emptyDir": {}}
+    for version in K8S_VERSIONS:
+        validate(objects["LeaderWorkerSet"], version)
+
+
+def test_multi_node_release_names_fit_the_statefulsets(store):
+    profile = store.get(MISTRAL)
+    values = with_defaults(TWO_NODES)
+    render_manifests(profile, store.id_of(profile), values, release="a" * 46)  # "-lws-0": 52
+    with pytest.raises(ConfigError, match="invalid release"):
+        render_manifests(profile, store.id_of(profile), values, release="a" * 47)
+    # The single-node Deployment keeps Helm's 53.
+    render_manifests(profile, store.id_of(profile), load_values(None), release="a" * 53)
+
+
+def test_multi_node_nodes_null_in_a_values_file_means_the_profiles(store, tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text("multiNode:\n  nodes: null\n")
+    assert validate_values(load_values(path)).multiNode.nodes is None
+
+
 # --- values overrides ----------------------------------------------------------------------------
 
 
@@ -607,6 +916,32 @@ def test_merge_values_merges_mappings_replaces_lists_and_deletes_on_none():
         ({"resources": {"gpu": {"limits": {GPU_RESOURCE: 4}}}}, "resources.gpu.limits"),
         ({"extraEnv": [{"name": "NIM_LOG_LEVEL", "value": "DEBUG"}]}, "NIM_LOG_LEVEL is set twice"),
         ({"replicaCount": None}, "replicaCount: missing"),
+        ({"multiNode": {"enabled": "yes"}}, "multiNode.enabled"),
+        ({"multiNode": {"nodes": 2}}, "multiNode.nodes=2: set multiNode.enabled"),
+        ({"multiNode": {"enabled": True}}, "multiNode.enabled: multi-node needs 2 or more"),
+        ({"multiNode": {"enabled": True, "nodes": 1}}, "multiNode.nodes=1"),
+        ({"multiNode": {"enabled": True, "nodes": 0}}, "multiNode.nodes"),
+        ({"multiNode": {"enabled": True, "nodes": 3}}, "multiNode.nodes=3: 8 GPUs"),
+        ({"multiNode": {"enabled": True, "nodes": 16}}, "multiNode.nodes=16: 8 GPUs"),
+        ({"multiNode": {"clusterStartTimeout": 0}}, "multiNode.clusterStartTimeout"),
+        ({"multiNode": {"size": 2}}, "multiNode.size: unknown key"),
+        (
+            {**TWO_NODES, "multiNode": {**TWO_NODES["multiNode"], "clusterStartTimeout": 3600}},
+            "multiNode.clusterStartTimeout=3600",
+        ),
+        ({**TWO_NODES, "strategy": {"type": "Recreate"}}, "invalid values strategy"),
+        ({**TWO_NODES, "env": {"NIM_DISTRIBUTED_EXECUTOR_BACKEND": "mp"}}, "BACKEND='mp'"),
+        ({**TWO_NODES, "env": {"NIM_RAY_PORT": 8000}}, "env.NIM_RAY_PORT=8000"),
+        ({**TWO_NODES, "env": {"NIM_RAY_PORT": 0}}, "env.NIM_RAY_PORT=0"),
+        (
+            {"env": {"NIM_NUM_COMPUTE_NODES": 2}},
+            "env.NIM_NUM_COMPUTE_NODES: rendered from the profile",
+        ),
+        ({"env": {"NIM_CLUSTER_START_TIMEOUT": 60}}, "multiNode.clusterStartTimeout"),
+        (
+            {"extraEnv": [{"name": "NIM_NUM_COMPUTE_NODES", "value": "2"}]},
+            "NIM_NUM_COMPUTE_NODES: rendered from the profile; set multiNode",
+        ),
     ],
 )
 def test_invalid_values_name_the_key(store, values, key):
@@ -657,14 +992,28 @@ def test_dump_yaml_is_multi_document_and_plain(store):
     assert dump_yaml(objects) == text
 
 
-def test_example_is_what_nimctl_renders(store):
-    expected = example_text(store)
+@pytest.mark.parametrize(
+    ("path", "name", "values"),
+    [(EXAMPLE, QWEN, None), (MULTI_NODE_EXAMPLE, MISTRAL, TWO_NODES)],
+    ids=["single-node", "multi-node"],
+)
+def test_example_is_what_nimctl_renders(store, path, name, values):
+    expected = example_text(store, name, values)
     if os.environ.get("NIMCTL_UPDATE_EXAMPLES") == "1":
-        EXAMPLE.write_text(expected)
-    assert EXAMPLE.read_text() == expected, (
-        f"{EXAMPLE.relative_to(ROOT)} is stale: run "
+        path.write_text(expected)
+    assert path.read_text() == expected, (
+        f"{path.relative_to(ROOT)} is stale: run "
         "`NIMCTL_UPDATE_EXAMPLES=1 pytest tests/unit/test_k8s.py` to rewrite it"
     )
+
+
+def test_example_values_file_renders_the_same(store, tmp_path):
+    # The multi-node example's header names a values file: it gives the same objects.
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(TWO_NODES))
+    profile = store.get(MISTRAL)
+    objects = render_manifests(profile, store.id_of(profile), load_values(path))
+    assert objects == list(render(store, MISTRAL, TWO_NODES).values())
 
 
 def test_a_key_deleted_in_a_values_file_stays_deleted(store, tmp_path):

@@ -64,6 +64,7 @@ def test_shipped_profiles_carry_the_seed_facts(store):
         *SEED_PROFILES,
         *(f"{n}-tiny" for n in SEED_PROFILES),
         "mistral-small-4-119b-2603-tiny-tekken",
+        "mistral-large-3-675b-instruct-2512-h100-2node",
         "tiny",
     }
     for name, (served, images) in SEED_PROFILES.items():
@@ -240,3 +241,44 @@ def test_settings_override_profile(store):
     assert effective.hardware.gpus == 16 and effective.hardware.gpu_memory_gib == 39.5
     # Unset settings leave the profile alone.
     assert apply_settings(qwen, NimSettings()) == qwen
+
+
+# --- multi-node ------------------------------------------------------------------------------
+
+
+def h100s(count: int) -> list[Gpu]:
+    return [Gpu("NVIDIA H100 80GB HBM3", 79.6)] * count
+
+
+def test_two_node_profile_needs_eight_gpus_on_each_node(store):
+    profile = store.get("mistral-large-3-675b-instruct-2512-h100-2node")
+    assert profile.hardware.nodes == 2 and profile.parallel_size == 16
+    assert profile.tag == "vllm-fp8-tp8-pp2-2node"
+    assert profile.engine_args["distributed_executor_backend"] == "ray"
+    assert fit(profile, h100s(8)).ok
+    assert fit(profile, h100s(8)).reason == "uses 8 of 8 GPU(s) on each of 2 nodes"
+    assert not fit(profile, h100s(4)).ok
+    # The single-node profile needs 141 GB cards: eight H100s are not enough.
+    verdict = fit(store.get("mistral-large-3-675b-instruct-2512"), h100s(8))
+    assert not verdict.ok and "139 GiB" in verdict.reason
+
+
+def test_nodes_override_and_executor(store):
+    base = store.get("mistral-small-4-119b-2603")
+    spread = apply_settings(base, NimSettings(num_compute_nodes=2))
+    assert spread.hardware.nodes == 2
+    assert spread.engine_args["distributed_executor_backend"] == "ray"
+    assert "needs 1 GPU(s) on each of 2 nodes" in fit(spread, h100s(1)).reason
+    with pytest.raises(ConfigError, match="Ray executor"):
+        apply_settings(base, NimSettings(num_compute_nodes=2, distributed_executor_backend="mp"))
+    with pytest.raises(ConfigError, match="must divide"):
+        apply_settings(base, NimSettings(num_compute_nodes=3))
+    single = apply_settings(base, NimSettings(distributed_executor_backend="mp"))
+    assert single.engine_args["distributed_executor_backend"] == "mp"
+
+
+def test_single_node_ids_did_not_change_when_nodes_was_added(store):
+    # Ids are what users pin in NIM_MODEL_PROFILE; adding hardware.nodes must not move them.
+    assert store.id_of(store.get("tiny")) == (
+        "833566eb66087a6dd34fd0d3fd654437a19788bfb9c318fde2c503c8564c6783"
+    )
