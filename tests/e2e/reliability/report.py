@@ -106,6 +106,22 @@ def render(document: dict[str, Any]) -> str:
         "(`tests/unit/test_request_body.py`, bad-input cases `NaN literal`, `Infinity literal`).",
         '- A lone UTF-16 surrogate escape (`"\\ud800"`) passed JSON decoding and could not be '
         "encoded for the tokenizer: now 400 (`lone surrogate escape`).",
+        "- Found by the fuzzer, each a 500 before: vLLM's own request validators raise outside "
+        "pydantic's errors (`stream_options` without `stream`, an empty `tools` list), and vLLM "
+        "validates message contents lazily, deep in rendering (`tool_calls: -3891`, a content "
+        "part without `type`). Now a 400 naming the field: vLLM's validator errors are mapped, "
+        "and nimctl checks the messages' shape first (`tests/unit/test_guards.py`, bad-input "
+        "cases `stream_options without stream`, `empty tools`, `tool_calls a number`, `content "
+        "part without type`).",
+        '- `"stream": "yes"` and `"max_tokens": 2.0` were coerced by pydantic (the request ran '
+        "with something the client did not write): scalar fields now take only their JSON type "
+        "(`stream a string`, `max_tokens a float`).",
+        "- A request for another model that also broke a rule got the rule's 400; the model is "
+        "now checked first, as vLLM does (404).",
+        "- With uvloop as the event loop, after this suite's load the server stopped answering "
+        "probes for up to 17 s while a long non-streamed request ran, and a drained twin server "
+        "did not exit after SIGTERM: nimctl runs on asyncio's own loop again "
+        "(`tests/e2e/test_operations.py` runs after this suite in `make test` and caught both).",
     ]
     return "\n".join(lines) + "\n"
 
