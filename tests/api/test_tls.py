@@ -88,3 +88,11 @@ def test_mtls_needs_a_client_certificate_from_the_trusted_ca(certs):
                 pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)),
             ):
                 refused.get(f"{url}/v1/health/live")
+
+
+def test_keep_alive_outlives_load_balancer_idle_timeouts():
+    """uvicorn's 5 s default dropped requests of clients reusing a connection under load."""
+    profile = ProfileStore.load([builtin_profiles_dir()]).get("tiny")
+    settings = NimSettings()
+    app = create_app(settings, profile, FakeEngine(served_model_name=profile.served_model_name))
+    assert uvicorn_config(app, settings).timeout_keep_alive > 60
