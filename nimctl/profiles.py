@@ -315,7 +315,11 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
         value = getattr(settings, field)
         if value is not None:
             engine_args[arg] = value
-    nodes = settings.num_compute_nodes or profile.hardware.nodes
+    hardware = profile.hardware
+    if settings.num_compute_nodes is not None and settings.num_compute_nodes != hardware.nodes:
+        hardware = hardware.model_copy(update={"nodes": settings.num_compute_nodes})
+        update["hardware"] = hardware
+    nodes = hardware.nodes
     if settings.distributed_executor_backend is not None:
         engine_args["distributed_executor_backend"] = settings.distributed_executor_backend
     elif nodes > 1:
@@ -332,10 +336,6 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
         engine_args["structured_outputs_config"] = structured
     update["engine_args"] = engine_args
 
-    hardware = profile.hardware
-    if settings.num_compute_nodes is not None and settings.num_compute_nodes != hardware.nodes:
-        hardware = hardware.model_copy(update={"nodes": settings.num_compute_nodes})
-        update["hardware"] = hardware
     if hardware.gpus:
         parallel = int(engine_args.get("tensor_parallel_size", 1)) * int(
             engine_args.get("pipeline_parallel_size", 1)

@@ -8,12 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.server import REPO, Server
+from tests.e2e.conftest import assert_error_shape as shared_error_shape
+from tests.e2e.server import REPO
+from tests.e2e.test_operations import metric, wait_for
+
+__all__ = ["metric", "wait_for"]
 
 FULL = os.environ.get("NIMCTL_RELIABILITY") == "full"
 FIGURES_DIR = REPO / ".cache" / "reliability"
@@ -54,16 +56,6 @@ def figures() -> Iterator[Figures]:
         collected.write(FIGURES_DIR / f"figures-{'full' if FULL else 'ci'}.json")
 
 
-def metric(server: Server, name: str) -> float:
-    text = httpx.get(f"{server.base_url}/v1/metrics", timeout=10).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
-
-
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and its children (vLLM's engine core and worker)."""
     root = psutil.Process(pid)
@@ -77,9 +69,7 @@ def tree_rss(pid: int) -> int:
 
 
 def assert_error_shape(body: Any, status: int) -> dict[str, Any]:
-    assert isinstance(body, dict) and set(body) == {"error"}, body
-    error = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}, body
-    assert error["code"] == status, body
+    """The shared check, plus a message that says something."""
+    error = shared_error_shape(body, status)
     assert isinstance(error["message"], str) and error["message"].strip(), body
     return error

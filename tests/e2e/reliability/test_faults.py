@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import TINY_MEDIA_ENV, TINY_MODEL
-from tests.e2e.reliability.conftest import FULL, assert_error_shape, metric
+from tests.e2e.reliability.conftest import FULL, assert_error_shape, metric, wait_for
 from tests.e2e.server import Server, start_server
 from tests.support.image_server import ImageServer
 
@@ -34,15 +34,6 @@ def stream_body(tokens: int) -> dict[str, object]:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-
-
-def poll(predicate, timeout: float, interval: float = 0.02) -> float:
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if predicate():
-            return time.monotonic() - began
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout} s")
 
 
 # --- shared tiny server -----------------------------------------------------------------------
@@ -90,7 +81,7 @@ def test_100_dropped_streams_release_the_engine(tiny_server, figures):
         waiting = metric(tiny_server, "vllm:num_requests_waiting")
         return running == 0 and waiting == 0
 
-    poll(idle, 30)
+    wait_for(idle, 30)
     took = time.monotonic() - dropped_at
     tokens = metric(tiny_server, "vllm:generation_tokens_total") - generated_before
     figures.record(
@@ -237,7 +228,7 @@ def test_killed_engine_turns_ready_503_and_exits_non_zero(own_server, figures):
         except httpx.TransportError:
             return True  # already gone counts as not ready
 
-    poll(not_ready, 10)
+    wait_for(not_ready, 10)
     to_503 = time.monotonic() - killed
     code = own_server.process.wait(30)
     to_exit = time.monotonic() - killed

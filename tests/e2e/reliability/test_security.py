@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import TINY_MODEL
 from tests.e2e.reliability.conftest import assert_error_shape
+from tests.e2e.test_media import ask as ask_with
+from tests.e2e.test_media import image
 from tests.support.image_server import ImageServer
 from tests.support.media import image_bytes
 
@@ -80,19 +81,7 @@ PRIVATE = [
 
 
 def ask(server, url: str) -> httpx.Response:
-    content = [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": url}},
-    ]
-    return httpx.post(
-        f"{server.base_url}/v1/chat/completions",
-        json={
-            "model": TINY_MODEL,
-            "messages": [{"role": "user", "content": content}],
-            "max_tokens": 2,
-        },
-        timeout=60,
-    )
+    return ask_with(server, image(url))
 
 
 def refused(response: httpx.Response) -> str:
