@@ -16,6 +16,8 @@ class NimError(Exception):
 
     status: int = 500
     error_type: str = "InternalServerError"
+    # The answer ends the connection: what the client would send next cannot be trusted.
+    closes_connection: bool = False
 
     def __init__(
         self,
@@ -52,9 +54,29 @@ class NotFoundError(NimError):
     error_type = "NotFoundError"
 
 
+class RequestTimeoutError(NimError):
+    """The client did not send its request in time (a stalled body or head)."""
+
+    status = 408
+    error_type = "RequestTimeoutError"
+    closes_connection = True
+
+
 class PayloadTooLargeError(NimError):
     status = 413
     error_type = "PayloadTooLargeError"
+
+
+class UriTooLongError(NimError):
+    status = 414
+    error_type = "URITooLongError"
+    closes_connection = True
+
+
+class HeaderFieldsTooLargeError(NimError):
+    status = 431
+    error_type = "RequestHeaderFieldsTooLargeError"
+    closes_connection = True
 
 
 class ServiceUnavailableError(NimError):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from nimctl.http_protocol import HeadLimits, bounded_protocol
 from nimctl.settings import NimSettings
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ def uvicorn_config(app: FastAPI, settings: NimSettings) -> uvicorn.Config:
     # benchmark saw under load for vLLM's server and nimctl alike.
     return uvicorn.Config(
         app,
+        # httptools, with bounds on request heads (size, count, time) that uvicorn lacks
+        http=bounded_protocol(HeadLimits(timeout_s=settings.request_header_timeout)),
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=5,

@@ -107,6 +107,23 @@ class NimSettings(BaseSettings):
         "Largest request body, bytes; a larger one gets 413 before it is read.",
         ge=1,
     )
+    request_header_timeout: float = _field(
+        20.0,
+        GROUPS[1],
+        "Seconds a client has to send a request's line and headers once it has begun (and a "
+        "new connection to begin one); later, 408 and the connection closed, so that slow "
+        "clients cannot hold connections open (slowloris). Heads are also capped at 64 KiB "
+        "and 100 header fields (431).",
+        gt=0,
+    )
+    request_body_timeout: float = _field(
+        30.0,
+        GROUPS[1],
+        "Seconds a client has to send a request's whole body once its headers are in; later, "
+        "408 and the connection closed (a body shorter than its Content-Length holds nothing "
+        "open for longer). Raise it for large bodies over slow links.",
+        gt=0,
+    )
     shutdown_grace_period: float = _field(
         30.0,
         GROUPS[1],

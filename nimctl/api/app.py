@@ -104,7 +104,11 @@ def create_app(
     for module in (health, models, chat, metrics, meta):
         app.include_router(module.router)
     # Added innermost first: the request id wraps everything, so every log line carries it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.request_body_timeout,
+    )
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
     app.add_middleware(HttpMetricsMiddleware, metrics=own, inflight=inflight)

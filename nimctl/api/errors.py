@@ -8,8 +8,8 @@ from http import HTTPStatus
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from nimctl.errors import NimError, error_body
 
@@ -20,11 +20,13 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NimError, _nim_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
 def error_response(exc: NimError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    headers = {"connection": "close"} if exc.closes_connection else None
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 async def _nim_error(_: Request, exc: NimError) -> JSONResponse:
@@ -53,6 +55,19 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
         error_body(f"Invalid request: {loc}: {first['msg']}", "BadRequestError", 400, loc or None),
         status_code=400,
     )
+
+
+async def _client_left(request: Request, _: Exception) -> Response:
+    """The client went away while its body was being read: one line, nothing to answer.
+
+    Starlette raises ClientDisconnect from `request.body()`; unhandled, it would be logged
+    (twice) with a traceback and counted as a 500. 499 is nginx's "client closed request",
+    as the chat route counts a client that leaves while its answer is computed.
+    """
+    logger.info(
+        "client left before its request was complete: %s %s", request.method, request.url.path
+    )
+    return Response(status_code=499)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request ids, HTTP metrics and in-flight tracking, API key, body cap.
+"""Pure ASGI middleware: request ids, HTTP metrics and in-flight tracking, API key, body bounds.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware, which would wrap every streamed chunk in
 an extra task and queue.
@@ -6,7 +6,9 @@ an extra task and queue.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import secrets
 import time
@@ -14,9 +16,16 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from nimctl.errors import AuthenticationError, NimError, PayloadTooLargeError
+from nimctl.errors import (
+    AuthenticationError,
+    NimError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 from nimctl.metrics import NimctlMetrics
 from nimctl.observability import request_id
+
+logger = logging.getLogger("nimctl.api")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,6 +49,7 @@ async def send_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *([(b"connection", b"close")] if error.closes_connection else []),
                 *(headers or []),
             ],
         }
@@ -149,12 +159,18 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over NIM_MAX_REQUEST_BYTES: by Content-Length before reading, or as soon
-    as a chunked body passes the cap."""
+    """Bound request bodies in size and time, for every route that reads one.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Size: over NIM_MAX_REQUEST_BYTES is refused (413) by Content-Length before reading, or as
+    soon as a chunked body passes the cap. Time: a body not complete within
+    NIM_REQUEST_BODY_TIMEOUT of the request's start is refused (408, connection closed), so
+    that a client announcing more than it sends holds nothing open.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def _error(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
@@ -162,25 +178,47 @@ class BodyLimitMiddleware:
             "Send less, e.g. images by URL instead of base64."
         )
 
+    def _timeout(self, received: int, announced: bytes | None) -> RequestTimeoutError:
+        of = f" of {announced.decode('latin-1')}" if announced else ""
+        return RequestTimeoutError(
+            f"The request body did not arrive within {self.timeout_s:g} s "
+            f"(NIM_REQUEST_BODY_TIMEOUT): {received:,}{of} bytes came."
+        )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        announced = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if value.isdigit() and int(value) > self.max_bytes:
                     await send_error(send, self._error())
                     return
+                announced = value
                 break
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         received = 0
+        complete = False
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+        async def bounded() -> Message:
+            nonlocal received, complete
+            if complete:  # later calls wait for a disconnect, for as long as a stream runs
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                error = self._timeout(received, announced)
+                logger.info("answering 408: %s", error.message)
+                raise error from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise self._error()
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
-        await self.app(scope, counted, send)
+        await self.app(scope, bounded, send)

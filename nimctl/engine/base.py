@@ -51,7 +51,11 @@ class Engine(Protocol):
         ...
 
     def parse_chat_request(self, payload: dict[str, Any]) -> Any:
-        """Validate a chat request body; raise BadRequestError naming the bad field."""
+        """Validate a chat request body; raise BadRequestError naming the bad field.
+
+        Every scalar, at any depth, must have its JSON type (nothing is coerced), and a
+        structured-output constraint the engine could not follow is refused here.
+        """
         ...
 
     async def chat(self, request: Any, raw_request: Request) -> ChatResult: ...

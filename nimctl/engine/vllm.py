@@ -13,23 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import shlex
 import threading
 import time
-import typing
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 
 from nimctl.engine.base import ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
 from nimctl.profiles import BUILTIN_SCHEME, Profile
 from nimctl.settings import NimSettings
+from nimctl.validation import StrictRequestModel, unsatisfiable_schema
 
 if TYPE_CHECKING:
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -49,9 +50,10 @@ class VllmEngine:
         self._profile = profile
         self._llm: AsyncLLM | None = None
         self._chat: OpenAIServingChat | None = None
-        self._request_cls: Any = None
-        self._request_fields: frozenset[str] = frozenset()
-        self._scalar_fields: dict[str, type] = {}
+        self._validator: StrictRequestModel | None = None
+        self._check_constraint: Callable[[Any], None] | None = None
+        self._generation_failed: tuple[type[Exception], type[Exception]] | None = None
+        self._verdicts: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
         self._error_response: Callable[[Exception], Any] | None = None
         self._max_model_len = 0
         self._model_path: Path | None = None
@@ -135,6 +137,7 @@ class VllmEngine:
             create_error_response,
         )
         from vllm.entrypoints.serve.utils.request_logger import RequestLogger
+        from vllm.exceptions import GenerationError, RetryableRequestError
         from vllm.renderers.chat_utils import load_chat_template
         from vllm.renderers.online_renderer import OnlineRenderer
 
@@ -178,10 +181,31 @@ class VllmEngine:
             tool_parser=profile.tool_call_parser,
             default_chat_template_kwargs=profile.default_chat_template_kwargs,
         )
-        self._request_cls = ChatCompletionRequest
-        self._request_fields = frozenset(ChatCompletionRequest.model_fields)
-        self._scalar_fields = scalar_fields(ChatCompletionRequest)
+        self._validator = StrictRequestModel(ChatCompletionRequest)
+        self._check_constraint = self._structured_outputs_validator()
+        self._generation_failed = (GenerationError, RetryableRequestError)
         self._error_response = create_error_response
+
+    def _structured_outputs_validator(self) -> Callable[[Any], None]:
+        """vLLM's own check of a structured-output constraint, for the configured backend.
+
+        It is the check vLLM's input processor makes (`SamplingParams.verify`), backend
+        selection included (`auto` tries xgrammar, then guidance or outlines); run here on a
+        copy, before the request reaches the engine, so that its refusal names the field the
+        constraint came from.
+        """
+        from vllm.sampling_params import SamplingParams
+
+        assert self._llm is not None
+        model_config = self._llm.model_config
+        config = self._llm.vllm_config.structured_outputs_config
+        tokenizer = self._llm.tokenizer
+
+        def check(constraint: Any) -> None:
+            params = SamplingParams(structured_outputs=dataclasses.replace(constraint))
+            params._validate_structured_outputs(model_config, config, tokenizer)
+
+        return check
 
     async def check_health(self) -> None:
         if self._llm is None:
@@ -192,31 +216,74 @@ class VllmEngine:
             raise EngineDeadError(str(exc) or type(exc).__name__) from exc
 
     def parse_chat_request(self, payload: dict[str, Any]) -> Any:
-        unknown = sorted(payload.keys() - self._request_fields)
-        if unknown:
-            raise BadRequestError(
-                f"Unsupported parameter(s): {', '.join(repr(k) for k in unknown)}. This server "
-                "does not implement them; remove them from the request.",
-                param=unknown[0],
-            )
-        for key, kind in self._scalar_fields.items():
-            value = payload.get(key)
-            if value is not None and not _is_json_kind(value, kind):
-                # "yes" is not a boolean and 2.0 not a token count: pydantic would coerce
-                # them, quietly changing what the client asked for.
-                raise BadRequestError(
-                    f"Invalid request: {key} must be {_KIND_NAMES[kind]}, not {value!r:.40}.",
-                    param=key,
-                )
+        assert self._validator is not None
         try:
-            return self._request_cls.model_validate(payload)
-        except ValidationError as exc:
-            raise request_validation_error(exc) from None
+            request = self._validator.validate(payload)
+        except NimError:
+            raise
         except Exception as exc:  # vLLM's own validators raise outside pydantic's errors
             message = str(exc.args[0]) if exc.args else type(exc).__name__
             raise BadRequestError(
                 f"Invalid request: {message}", param=getattr(exc, "parameter", None)
             ) from None
+        self._check_structured_outputs(request)
+        return request
+
+    def _check_structured_outputs(self, request: Any) -> None:
+        """Refuse, naming the field, a structured-output constraint the engine cannot follow.
+
+        vLLM's input processor checks that a constraint converts into a grammar, not that the
+        grammar accepts anything: `{"$ref": "#"}` compiles to `root ::= root`, the engine core
+        finds no allowed first token, ends the request with finish reason `error`, and vLLM's
+        chat layer answers 500 "Internal server error". So: vLLM's own check, here, with the
+        field named; then a schema that no finite value matches is refused too.
+        """
+        constraint = request.extract_structured_outputs()
+        if constraint is not None and not constraint.all_constraints_none():
+            problem = self._constraint_problem(constraint)
+            if problem:
+                param = constraint_param(request)
+                raise BadRequestError(f"Invalid {param}: {problem}", param=param)
+        for index, parameters in forced_tool_parameters(request):
+            reason = unsatisfiable_schema(parameters)
+            if reason:
+                param = f"tools.{index}.function.parameters"
+                raise BadRequestError(
+                    f"Invalid {param}: {reason}; tool_choice forces a call of this tool.",
+                    param=param,
+                )
+
+    def _constraint_problem(self, constraint: Any) -> str | None:
+        """What is wrong with a constraint, or None; remembered for the last ones seen.
+
+        Checking costs a grammar conversion (0.3-1 ms of the event loop), and applications
+        send the same few schemas again and again: a repeated one costs a dictionary lookup.
+        """
+        key = _constraint_key(constraint)
+        if key is not None and key in self._verdicts:
+            self._verdicts.move_to_end(key)
+            return self._verdicts[key]
+        problem = self._find_constraint_problem(constraint)
+        if key is not None:
+            self._verdicts[key] = problem
+            if len(self._verdicts) > VERDICTS_KEPT:
+                self._verdicts.popitem(last=False)
+        return problem
+
+    def _find_constraint_problem(self, constraint: Any) -> str | None:
+        assert self._check_constraint is not None
+        try:
+            self._check_constraint(constraint)
+        except Exception as exc:  # VLLMValidationError, ValueError, xgrammar's errors
+            return str(exc.args[0]) if exc.args else type(exc).__name__
+        schema = constraint.json
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except ValueError:
+                return "not JSON."
+        reason = unsatisfiable_schema(schema) if schema is not None else None
+        return f"{reason}." if reason else None
 
     async def chat(self, request: Any, raw_request: Request) -> ChatResult:
         assert self._chat is not None and self._error_response is not None
@@ -225,12 +292,22 @@ class VllmEngine:
         except NimError:
             raise
         except Exception as exc:
+            if self._failed_under_constraint(exc) and (param := constraint_param(request)):
+                logger.warning("generation failed under the constraint in %s", param)
+                raise constraint_failed(param) from exc
             raise self._nim_error(self._error_response(exc), exc) from exc
         if hasattr(result, "error"):  # vLLM's ErrorResponse
             raise self._nim_error(result, None)
         if hasattr(result, "choices"):  # ChatCompletionResponse
             return ChatResult(body=result.model_dump_json().encode())
+        if param := constraint_param(request):
+            return ChatResult(stream=await _hold_until_generating(result, param))
         return ChatResult(stream=result)
+
+    def _failed_under_constraint(self, exc: Exception) -> bool:
+        assert self._generation_failed is not None
+        failed, retryable = self._generation_failed
+        return isinstance(exc, failed) and not isinstance(exc, retryable)
 
     def _nim_error(self, response: Any, exc: Exception | None) -> NimError:
         info = response.error
@@ -381,37 +458,129 @@ _OWNED_BY_NIMCTL = {
 MEDIA_FENCE_DOMAIN = "media-is-fetched-by-nimctl.invalid"
 
 
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number"}
+# Structured-output constraints whose check is remembered, and the longest one remembered:
+# enough for an application's schemas, bounded in memory (at most about 16 MiB).
+VERDICTS_KEPT = 256
+VERDICT_KEY_CHARS = 64 * 2**10
 
 
-def scalar_fields(model: Any) -> dict[str, type]:
-    """Top-level fields that are a plain bool, int or float (optionally None)."""
-    found: dict[str, type] = {}
-    for name, field in model.model_fields.items():
-        kinds = [a for a in typing.get_args(field.annotation) if a is not type(None)]
-        kind = field.annotation if not kinds else kinds[0] if len(kinds) == 1 else None
-        if kind in (bool, int, float):
-            found[name] = kind
-    return found
+def _constraint_key(constraint: Any) -> tuple[Any, ...] | None:
+    """What a constraint's check depends on, or None if it is too large to remember."""
+    schema = constraint.json
+    if schema is not None and not isinstance(schema, str):
+        try:
+            schema = json.dumps(schema, sort_keys=True)
+        except (TypeError, ValueError, RecursionError):
+            return None
+    key = (
+        schema,
+        constraint.regex,
+        tuple(constraint.choice) if constraint.choice is not None else None,
+        constraint.grammar,
+        constraint.json_object,
+        constraint.structural_tag,
+        constraint.disable_any_whitespace,
+        constraint.disable_additional_properties,
+        constraint.whitespace_pattern,
+    )
+    size = sum(len(part) for part in key if isinstance(part, str))
+    size += sum(len(choice) for choice in key[2] or ())
+    return key if size <= VERDICT_KEY_CHARS else None
 
 
-def _is_json_kind(value: Any, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
+def constraint_param(request: Any) -> str | None:
+    """The request field a structured-output constraint comes from, if it has one."""
+    response_format = request.response_format
+    if response_format is not None and response_format.type != "text":
+        if response_format.type == "json_schema":
+            return "response_format.json_schema.schema"
+        return "response_format"
+    structured = request.structured_outputs
+    if structured is not None:
+        for name in ("json", "regex", "choice", "grammar", "json_object", "structural_tag"):
+            if getattr(structured, name) is not None:
+                return f"structured_outputs.{name}"
+    if request.tools and (
+        request.tool_choice == "required" or hasattr(request.tool_choice, "function")
+    ):
+        return "tools"  # vLLM's tool parser constrains the output to a call
+    return None
+
+
+def forced_tool_parameters(request: Any) -> list[tuple[int, Any]]:
+    """The parameter schemas that `tool_choice` (required, or one named tool) makes a grammar."""
+    if not request.tools:
+        return []
+    named = getattr(request.tool_choice, "function", None)
+    if named is None and request.tool_choice != "required":
+        return []
+    return [
+        (index, tool.function.parameters)
+        for index, tool in enumerate(request.tools)
+        if tool.function.parameters is not None
+        and (named is None or tool.function.name == named.name)
+    ]
+
+
+def constraint_failed(param: str) -> BadRequestError:
+    return BadRequestError(
+        f"The output could not follow the structured-output constraint in {param}: the "
+        "grammar built from it allows nothing the model can generate. Check it, for example "
+        "for a $ref that needs itself, or a grammar rule with no way to end.",
+        param=param,
+    )
+
+
+async def _hold_until_generating(stream: AsyncIterator[str], param: str) -> AsyncIterator[str]:
+    """A constrained stream, its first events held until a token or an error comes.
+
+    vLLM sends the role chunk before the first token, so a grammar that allows no token would
+    reach the client as 200 and an error event; held, it is a 400 like the non-streamed
+    answer. Only constrained streams pay this, and the wait is for their first token.
+    """
+    held: list[str] = []
+    try:
+        async for event in stream:
+            held.append(event)
+            if not _role_only(event):
+                break
+    except BaseException:  # the client left meanwhile: the engine request ends now
+        await _close(stream)
+        raise
+    if held and held[-1].startswith('data: {"error"'):
+        error = json.loads(held[-1].removeprefix("data: "))["error"]
+        if error.get("code", 500) >= 500:
+            await _close(stream)
+            logger.warning("generation failed under the constraint in %s", param)
+            raise constraint_failed(param)
+    return _chain(held, stream)
+
+
+def _role_only(event: str) -> bool:
+    """vLLM's first chunk of each choice: the role, no text yet."""
+    if not event.startswith("data: {") or '"role"' not in event:
         return False
-    return isinstance(value, int) if kind is int else isinstance(value, int | float)
+    choices = json.loads(event.removeprefix("data: ")).get("choices") or [{}]
+    return all(
+        not (choice.get("delta") or {}).get("content") and not choice.get("finish_reason")
+        for choice in choices
+    )
 
 
-def request_validation_error(exc: ValidationError) -> BadRequestError:
-    """The first validation problem, with its location as the error's `param`."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": str(exc)}
-    loc = ".".join(str(part) for part in first["loc"]) or None
-    message = first["msg"].removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    text = f"Invalid request: {loc}: {message}{more}" if loc else f"Invalid request: {message}"
-    return BadRequestError(text, param=loc)
+async def _chain(held: list[str], rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        for event in held:
+            yield event
+        async for event in rest:
+            yield event
+    finally:
+        await _close(rest)
+
+
+async def _close(stream: AsyncIterator[str]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _start_async_llm(args: AsyncEngineArgs, vllm_config: Any) -> AsyncLLM:

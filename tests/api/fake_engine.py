@@ -12,10 +12,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from nimctl.engine.base import ChatResult, EngineDeadError
-from nimctl.errors import BadRequestError, NotFoundError
+from nimctl.errors import NotFoundError
+from nimctl.validation import StrictRequestModel
+
+
+class FakeStreamOptions(BaseModel):
+    include_usage: bool | None = None
+
+
+class FakeChatRequest(BaseModel):
+    """The part of vLLM's ChatCompletionRequest the API tests use, validated the same way."""
+
+    model: str | None = None
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    stream_options: FakeStreamOptions | None = None
 
 
 class FakeEngine:
@@ -28,6 +45,7 @@ class FakeEngine:
         self.shut_down = False
         self.requests: list[dict[str, Any]] = []
         self.model_path: Path | None = None
+        self._validator = StrictRequestModel(FakeChatRequest)
 
     @property
     def served_model_name(self) -> str:
@@ -47,8 +65,7 @@ class FakeEngine:
             raise EngineDeadError("engine core process exited")
 
     def parse_chat_request(self, payload: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(payload.get("messages"), list):
-            raise BadRequestError("Invalid request: messages: Field required", param="messages")
+        self._validator.validate(payload)
         return payload
 
     async def chat(self, request: dict[str, Any], raw_request: Request) -> ChatResult:

@@ -161,7 +161,32 @@ async def test_openapi_describes_the_chat_request_and_error_shape(harness):
         )
     responses = document["paths"]["/v1/chat/completions"]["post"]["responses"]
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    for code in ("400", "401", "404", "413", "503"):
+    for code in ("400", "401", "404", "408", "413", "431", "503"):
         assert responses[code]["content"]["application/json"]["schema"] == error_ref
     refusal = (await harness.client.post("/v1/chat/completions", content=b"{")).json()
     jsonschema.validate(refusal, schemas["ErrorResponse"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"stream": True, "stream_options": {"include_usage": "yes"}},
+            "stream_options.include_usage",
+        ),
+        ({"stream": 1}, "stream"),
+        ({"max_tokens": 2.0}, "max_tokens"),
+        ({"temperature": "0.5"}, "temperature"),
+    ],
+)
+async def test_scalars_are_refused_not_coerced_at_any_depth(harness, extra, param):
+    await harness.make_ready()
+    response = await harness.client.post(
+        "/v1/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra},
+    )
+    assert response.status_code == 400
+    error = assert_error_shape(response.json(), 400)
+    assert error["param"] == param
+    assert "must be" in error["message"]
+    assert harness.engine.requests == []

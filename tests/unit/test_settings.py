@@ -25,6 +25,15 @@ def test_defaults_follow_nim():
     assert s.max_images_per_prompt is None and s.max_model_len is None
 
 
+def test_request_timeouts_default_and_are_read(monkeypatch):
+    s = load_settings()
+    assert (s.request_header_timeout, s.request_body_timeout) == (20.0, 30.0)
+    monkeypatch.setenv("NIM_REQUEST_BODY_TIMEOUT", "2.5")
+    monkeypatch.setenv("NIM_REQUEST_HEADER_TIMEOUT", "7")
+    s = load_settings()
+    assert (s.request_header_timeout, s.request_body_timeout) == (7.0, 2.5)
+
+
 def test_environment_is_read(monkeypatch):
     monkeypatch.setenv("NIM_SERVER_PORT", "9001")
     monkeypatch.setenv("NIM_MAX_IMAGES_PER_PROMPT", "3")
@@ -62,6 +71,9 @@ def test_empty_variable_counts_as_unset(monkeypatch):
         ("NIM_KVCACHE_PERCENT", "1.5", "less than or equal to 1"),
         ("NIM_JSONL_LOGGING", "maybe", "valid boolean"),
         ("NIM_CHAT_TEMPLATE", "/no/such/template.jinja", "no file at"),
+        ("NIM_REQUEST_BODY_TIMEOUT", "0", "greater than 0"),
+        ("NIM_REQUEST_BODY_TIMEOUT", "soon", "valid number"),
+        ("NIM_REQUEST_HEADER_TIMEOUT", "-5", "greater than 0"),
     ],
 )
 def test_invalid_value_is_one_line_naming_variable(monkeypatch, var, value, expected):

@@ -42,6 +42,28 @@ SECTIONS: dict[str, tuple[str, str]] = {
         "Requests at concurrency 64 (text, streams, images), RSS of the process tree",
         f"{SUITE}/test_load.py",
     ),
+    "hostile_heads": (
+        "Heads too large or malformed: one 200 KB header, 1000 headers, a 100 KB target",
+        f"{SUITE}/test_hostile.py::test_huge_and_malformed_heads_are_refused",
+    ),
+    "hostile_slow": (
+        "At once: a slowloris head, an idle connection, a body shorter than its length, a body "
+        "dripping a byte a second; normal requests meanwhile",
+        f"{SUITE}/test_hostile.py::test_slow_heads_and_bodies_time_out_while_others_are_served",
+    ),
+    "hostile_lying_length": (
+        "A body shorter than its Content-Length, then the client leaves",
+        f"{SUITE}/test_hostile.py::"
+        "test_a_client_that_lies_about_its_length_and_leaves_is_one_log_line",
+    ),
+    "hostile_burst": (
+        "300 connections at once, 100 of them reset at once",
+        f"{SUITE}/test_hostile.py::test_a_burst_of_connections",
+    ),
+    "hostile_dropped": (
+        "16 streams dropped with a TCP reset while generating",
+        f"{SUITE}/test_hostile.py::test_streams_dropped_with_a_reset_free_the_engine",
+    ),
     "ssrf_loopback": (
         "Every way to loopback but the admitted name, against a canary that counts requests",
         f"{SUITE}/test_security.py::test_no_way_to_loopback_fetches_anything",
@@ -93,6 +115,13 @@ def render(document: dict[str, Any]) -> str:
         "being answered; SIGTERM lets every stream in flight finish and exits 0; a dead engine "
         "turns ready 503 within 2 s and the process exits non-zero.",
         "- **Load**: no errors; RSS after <= RSS before + 10 %.",
+        "- **Hostile clients**: heads over 64 KiB or 100 fields get 431 (414 for the target), "
+        "malformed ones 400, slow ones 408 after `NIM_REQUEST_HEADER_TIMEOUT`, bodies not in "
+        "after `NIM_REQUEST_BODY_TIMEOUT` 408, all in the error shape and with the connection "
+        "closed; a connection that sends nothing is closed unanswered; a client leaving "
+        "halfway is one log line; structured-output constraints the engine cannot follow get "
+        "400; afterwards the server is ready, serves, has counted no 500 and logged no "
+        "traceback (`tests/api/test_http_bounds.py` has the same with sub-second timeouts).",
         "- **SSRF**: nothing but the admitted name reaches the canary; every private, "
         "link-local, shared, multicast and metadata range is refused before connecting "
         "(`tests/unit/test_fetch.py` has the address tables, the e2e media corpus the rest).",
@@ -115,7 +144,15 @@ def render(document: dict[str, Any]) -> str:
         "part without type`).",
         '- `"stream": "yes"` and `"max_tokens": 2.0` were coerced by pydantic (the request ran '
         "with something the client did not write): scalar fields now take only their JSON type "
-        "(`stream a string`, `max_tokens a float`).",
+        "(`stream a string`, `max_tokens a float`); nested ones too, since "
+        '`"stream_options": {"include_usage": "yes"}` was still taken as true (pydantic\'s '
+        "strict mode over the whole request, `tests/unit/test_request_body.py`).",
+        "- Found by trying as a hostile client would: a JSON schema whose `$ref` needs itself "
+        '(`{"$ref": "#"}`) passed vLLM\'s validation (it converts to a grammar), the engine '
+        "found no token the grammar allows and the answer was 500; a 200 KB header was "
+        "accepted; a body shorter than its Content-Length held its connection for ever, and "
+        "the client leaving logged a `ClientDisconnect` traceback (and counted a 500). Each is "
+        "now refused or logged as above (`test_hostile.py`, `tests/api/test_http_bounds.py`).",
         "- A request for another model that also broke a rule got the rule's 400; the model is "
         "now checked first, as vLLM does (404).",
         "- With uvloop as the event loop, after this suite's load the server stopped answering "
