@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.nimctl-installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-api test-e2e reliability lint format bench clean
+.PHONY: install serve test test-unit test-api test-e2e reliability lint format bench bench-quick clean
 
 install: $(STAMP)
 
@@ -47,14 +47,27 @@ reliability: install
 		tests/e2e/test_operations.py tests/api tests/unit/test_fetch.py tests/unit/test_intake.py
 	$(BIN)/python -m tests.e2e.reliability.report
 
-# Benchmarks, not tests: results go to docs/benchmarks.md.
-# Takes about 25 min on 2 cores: vLLM's own server and nimctl run side by side in rounds.
+# Benchmarks, not tests: results go to docs/benchmarks.md (serving, stage timings, in-process
+# hotspots, py-spy profiles with flame graphs in docs/flamegraphs/, intake, scrape) and
+# docs/scaling.md (the frontend ceiling). nimctl and vLLM's own server take turns, each alone.
+# Takes about 50 min on a quiet 2-core machine; run it there, not beside other work.
 bench: install
 	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.stages
+	$(BIN)/python -m bench.hotspots
+	$(BIN)/python -m bench.flames
+	$(BIN)/python -m bench.ceiling
 	$(BIN)/python -m bench.intake
 	$(BIN)/python -m bench.scrape
+
+# The development loop, under 5 min: keep-alive TTFT and GET /v1/models at concurrency 1,
+# tok/s and TTFT at 1 and 16, HTTP CPU per request; 3 rounds; docs/benchmarks.md's quick section.
+bench-quick: install
+	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
+	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install
+	$(BIN)/python -m bench.serving --quick
 
 lint: install
 	$(BIN)/ruff check .

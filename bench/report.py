@@ -14,9 +14,10 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
-Measured by `make bench` on the project's own machines (no GPU). Every figure is a median over
-rounds, and comparisons alternate the contenders (A B A B ...) in one run, so that machine noise
-hits both. These machines are shared: compare ratios, not absolute times, across runs.
+Measured by `make bench` (and `make bench-quick`) on the project's own machines (no GPU).
+nimctl and vLLM's own server take turns, each alone, A B A B ..., and every comparison is the
+median of per-round ratios, so that machine noise hits both. Compare ratios, not absolute
+times, across runs.
 """
 
 
@@ -36,9 +37,9 @@ def machine() -> str:
     )
 
 
-def write_section(key: str, title: str, body: str) -> None:
-    """Replace (or append) the section marked by `key`."""
-    text = DOC.read_text() if DOC.exists() else HEADER
+def write_section(key: str, title: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) the section marked by `key` in `doc` (docs/benchmarks.md)."""
+    text = doc.read_text() if doc.exists() else HEADER
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- bench:{key} -->\n## {title}\n\n*{stamp}; {machine()}*\n\n{body.strip()}\n"
@@ -50,4 +51,4 @@ def write_section(key: str, title: str, body: str) -> None:
         if pattern.search(text)
         else (text.rstrip() + "\n\n" + section)
     )
-    DOC.write_text(text)
+    doc.write_text(text)

