@@ -41,16 +41,18 @@ test-api: install
 test-e2e: install
 	$(BIN)/pytest tests/e2e
 
-# The reliability suite at full size (about 15 min); `make test` runs a CI-sized part of it.
+# The reliability suite at full size (about 15 min, plus the hour of the memory soak); `make test` runs a CI-sized part of it.
 reliability: install
 	NIMCTL_RELIABILITY=full $(BIN)/pytest tests/e2e/reliability tests/e2e/test_media.py \
 		tests/e2e/test_operations.py tests/api tests/unit/test_fetch.py tests/unit/test_intake.py
 	$(BIN)/python -m tests.e2e.reliability.report
+	# The memory soak: 30 min per server (NIMCTL_SOAK_MINUTES), nimctl then vLLM's own server.
+	$(BIN)/python -m tests.e2e.reliability.soak
 
 # Benchmarks, not tests: results go to docs/benchmarks.md (serving, stage timings, in-process
 # hotspots, py-spy profiles with flame graphs in docs/flamegraphs/, intake, scrape) and
 # docs/scaling.md (the frontend ceiling). nimctl and vLLM's own server take turns, each alone.
-# Takes about 50 min on a quiet 2-core machine; run it there, not beside other work.
+# Takes about 40 min on a quiet 2-core machine (70 on a busy one); run it there, alone.
 bench: install
 	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install

@@ -767,16 +767,20 @@ def chart(result: dict[str, Any], path: Path) -> None:
         ttft.plot(
             concurrencies, [e["median_ttft_ms"] for e in engine], marker="o", label="C engine"
         )
-    cpu_rows = [row for row in result["table"] if row["figure"].startswith("HTTP CPU")]
-    cpu_rows += [row for row in result["table"] if "images: HTTP CPU" in row["figure"]]
+    cpu_rows = [row for row in result["table"] if "HTTP CPU" in row["figure"]]
     names = [
-        row["figure"].split(", ", 1)[-1].replace("HTTP CPU per request", "") for row in cpu_rows
+        row["figure"]
+        .replace("HTTP CPU per request, ", "")
+        .replace("5 images: HTTP CPU per request, ", "5 images, ")
+        .replace("c=", "streams c=" if not row["figure"].startswith("5 images") else "c=")
+        for row in cpu_rows
     ]
     positions = np.arange(len(cpu_rows))
     cpu.barh(positions - 0.2, [r["nimctl_median"] for r in cpu_rows], 0.4, label=LABELS["nimctl"])
     cpu.barh(positions + 0.2, [r["vllm_median"] for r in cpu_rows], 0.4, label=LABELS["vllm"])
     cpu.set_yticks(positions, names)
-    cpu.set(title="HTTP process CPU per request (ms, median)", xscale="log")
+    cpu.set(title="HTTP process CPU per request (ms, median)")
+    keep.set_xticks(range(1, plan["rounds"] + 1))
     tput.set(title="Output tokens/s (median)", xlabel="concurrency", xscale="log")
     ttft.set(title="TTFT p50 (ms, median)", xlabel="concurrency", xscale="log", yscale="log")
     keep.set(title="Keep-alive TTFT p50 at concurrency 1, per round (ms)", xlabel="round")

@@ -32,6 +32,8 @@ NIM_ALIASES = {
 FINISHED = "vllm:request_success"
 SUCCESS_REASONS = ("stop", "length")
 STATES = ("starting", "ready", "draining", "failed", "stopping")
+# From timer jitter (~1 ms) to stalls that fail a probe (seconds).
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class NimctlMetrics:
@@ -67,6 +69,14 @@ class NimctlMetrics:
             ["route"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        # Sampled by nimctl.looplag.LoopLagMonitor: how late the event loop wakes a sleeping
+        # task, i.e. how long something held the loop that every request shares.
+        self.loop_lag = Histogram(
+            "nimctl_event_loop_lag_seconds",
+            "How late the event loop woke a task sleeping a fixed interval (loop blocked).",
+            registry=self.registry,
+            buckets=LOOP_LAG_BUCKETS,
         )
         self.registry.register(_LifecycleCollector(lifecycle, info))
 

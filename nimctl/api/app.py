@@ -24,6 +24,7 @@ from nimctl.api.schema import add_chat_schemas
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
 from nimctl.lifecycle import Supervisor
+from nimctl.looplag import LoopLagMonitor
 from nimctl.media.intake import MediaIntake
 from nimctl.metrics import MetricsExporter, NimctlMetrics
 from nimctl.profiles import Profile
@@ -58,15 +59,18 @@ def create_app(
         },
     )
     inflight = Inflight()
+    loop_lag = LoopLagMonitor(own.loop_lag.observe)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        loop_lag.start()
         supervisor.start()
         try:
             yield
         finally:
             await supervisor.stop()
             await media.aclose()
+            await loop_lag.stop()
 
     app = FastAPI(
         title="nimctl",

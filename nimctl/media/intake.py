@@ -153,7 +153,7 @@ class MediaIntake:
 
     def _decode_base64(self, item: _Item, text: str) -> bytes:
         try:
-            data = base64.b64decode(text, validate=True)
+            data = b64decode_sliced(text)
         except (binascii.Error, ValueError):
             if not _WHITESPACE.search(text):
                 raise MediaError(
@@ -212,6 +212,27 @@ class MediaIntake:
                 "url": f"data:{mime};base64,{base64.b64encode(blob).decode()}"
             }
         return info
+
+
+# Characters per slice (a multiple of 4): about 0.5 ms of decoding.
+BASE64_SLICE = 1 << 17
+
+
+def b64decode_sliced(text: str) -> bytes:
+    """Strict base64 (as `b64decode(text, validate=True)`), decoded a slice at a time.
+
+    binascii holds the GIL for the whole of one call, on a worker thread too: 5 ms per
+    megapixel PNG, 100 ms for a 20 MB image, during which the event loop cannot run. Between
+    slices the loop gets the GIL back.
+    """
+    whole = (len(text) - 1) // BASE64_SLICE * BASE64_SLICE  # where the last slice begins
+    if whole <= 0 or text.find("=", 0, whole) >= 0:
+        # Padding before the last slice is invalid; the one-call decoder says so exactly.
+        return base64.b64decode(text, validate=True)
+    return b"".join(
+        base64.b64decode(text[i : i + BASE64_SLICE], validate=True)
+        for i in range(0, len(text), BASE64_SLICE)
+    )
 
 
 def _collect(payload: dict[str, Any]) -> list[_Item]:
