@@ -342,9 +342,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    import json
-
-    from bench.report import write_section
+    from bench.report import publish
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
@@ -352,13 +350,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.seconds, args.concurrency)
-    (CACHE / f"flames-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
-        json.dumps(result, indent=2)
+    publish(
+        "profile",
+        result,
+        report(result),
+        CACHE,
+        "Where the HTTP process's CPU goes (py-spy)",
+        not args.no_doc,
     )
-    text = report(result)
-    print(text)
-    if not args.no_doc:
-        write_section("profile", "Where the HTTP process's CPU goes (py-spy)", text)
 
 
 if __name__ == "__main__":

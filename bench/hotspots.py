@@ -190,20 +190,21 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from bench.report import write_section
+    from bench.report import publish
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.repeat)
-    (CACHE / f"hotspots-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
-        json.dumps(result, indent=2)
+    publish(
+        "hotspots",
+        result,
+        report(result),
+        CACHE,
+        "Steps nimctl does differently, timed in-process",
+        not args.no_doc,
     )
-    text = report(result)
-    print(text)
-    if not args.no_doc:
-        write_section("hotspots", "Steps nimctl does differently, timed in-process", text)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ Each section is replaced in place, so running one benchmark keeps the others' la
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -52,3 +55,16 @@ def write_section(key: str, title: str, body: str, doc: Path = DOC) -> None:
         else (text.rstrip() + "\n\n" + section)
     )
     doc.write_text(text)
+
+
+def publish(
+    name: str, result: dict[str, Any], text: str, cache: Path, title: str, write_doc: bool
+) -> None:
+    """Keep the raw result in the cache, print the report, and (unless told not to) put it in
+    its section of docs/benchmarks.md."""
+    (cache / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(
+        json.dumps(result, indent=2)
+    )
+    print(text)
+    if write_doc:
+        write_section(name, title, text)

@@ -535,41 +535,26 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
             False,
         ),
     ]
-    for c in plan["concurrencies"]:
+    per_load = [
+        ("output tok/s", "tok/s", "output_throughput", True),
+        ("TTFT p50", "ms", "median_ttft_ms", False),
+        ("HTTP CPU per request", "ms", "cpu_ms_per_request", False),
+    ]
+    per_images = [
+        ("5 images: requests/s", "req/s", "requests_per_s", True),
+        ("5 images: HTTP CPU per request", "ms", "cpu_ms_per_request", False),
+    ]
+    runs = [("load", c, per_load) for c in plan["concurrencies"]]
+    runs += [("images", c, per_images) for c, _ in plan["image_runs"]]
+    for part, c, measures in runs:
         rows += [
             (
-                f"output tok/s, c={c}",
-                "tok/s",
-                lambda r, c=c: r["load"][_key(r["load"], c)]["output_throughput"],
-                True,
-            ),
-            (
-                f"TTFT p50, c={c}",
-                "ms",
-                lambda r, c=c: r["load"][_key(r["load"], c)]["median_ttft_ms"],
-                False,
-            ),
-            (
-                f"HTTP CPU per request, c={c}",
-                "ms",
-                lambda r, c=c: r["load"][_key(r["load"], c)]["cpu_ms_per_request"],
-                False,
-            ),
-        ]
-    for c, _ in plan["image_runs"]:
-        rows += [
-            (
-                f"5 images: requests/s, c={c}",
-                "req/s",
-                lambda r, c=c: r["images"][_key(r["images"], c)]["requests_per_s"],
-                True,
-            ),
-            (
-                f"5 images: HTTP CPU per request, c={c}",
-                "ms",
-                lambda r, c=c: r["images"][_key(r["images"], c)]["cpu_ms_per_request"],
-                False,
-            ),
+                f"{label}, c={c}",
+                unit,
+                lambda r, part=part, c=c, field=field: r[part][_key(r[part], c)][field],
+                higher,
+            )
+            for label, unit, field, higher in measures
         ]
     return rows
 

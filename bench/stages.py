@@ -240,9 +240,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    import json
-
-    from bench.report import write_section
+    from bench.report import publish
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -251,12 +249,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
     result = run(args.rounds, args.requests, args.image_requests)
-    saved = CACHE / f"stages-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    saved.write_text(json.dumps(result, indent=2))
-    text = report(result)
-    print(text)
-    if not args.no_doc:
-        write_section("stages", "Where the time of one request goes", text)
+    publish(
+        "stages",
+        result,
+        report(result),
+        CACHE,
+        "Where the time of one request goes",
+        not args.no_doc,
+    )
 
 
 if __name__ == "__main__":

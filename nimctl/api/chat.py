@@ -75,7 +75,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise BadRequestError(
             f"The request body must be a JSON object, not {type(payload).__name__}."
         )
-    if _SURROGATE_ESCAPE.search(body):
+    # find() of one byte is ~5x faster than the regex over a 20 MB base64 body with no escapes.
+    backslash = body.find(b"\\")
+    if backslash >= 0 and _SURROGATE_ESCAPE.search(body, backslash):
         _refuse_lone_surrogates(payload)
     return payload
 

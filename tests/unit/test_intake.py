@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import struct
 import zlib
@@ -90,6 +91,17 @@ async def test_base64_image_becomes_a_decoded_image_part(store):
     part = payload["messages"][0]["content"][1]
     assert part["type"] == "image_pil" and part["uuid"] == "img-1"
     assert isinstance(part["image_pil"], Image.Image) and part["image_pil"].size == (40, 30)
+
+
+async def test_an_image_without_uuid_gets_the_hash_of_its_encoded_bytes(store):
+    """vLLM then keys its caches by this instead of hashing the decoded pixels."""
+    same = image_data_url("PNG", (40, 30))
+    payload = request(image(same), image(same), image(image_data_url("PNG", (41, 30))))
+    await resolve(store, payload)
+    uuids = [part["uuid"] for part in payload["messages"][0]["content"][1:]]
+    encoded = base64.b64decode(same.split(",", 1)[1])
+    assert uuids[0] == uuids[1] == f"sha256:{hashlib.sha256(encoded).hexdigest()}"
+    assert uuids[2] != uuids[0]
 
 
 async def test_url_image_is_fetched_once_with_the_image_cap(store):
