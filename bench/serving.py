@@ -41,7 +41,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -796,6 +796,10 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the development-loop run")
     parser.add_argument("--rounds", type=int, help="rounds (default 5, quick 3)")
+    parser.add_argument(
+        "--concurrency",
+        help="comma-separated load concurrencies instead of the plan's (e.g. 32), to look closer",
+    )
     parser.add_argument("--report", type=Path, help="re-render a saved run's JSON")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
@@ -811,6 +815,9 @@ def main(argv: list[str]) -> None:
     else:
         env = tuple((k, v) for k, _, v in (item.partition("=") for item in args.nimctl_env))
         plan = plan_for(args.quick, args.rounds or int(os.environ.get("BENCH_ROUNDS", "0")), env)
+        if args.concurrency:
+            levels = tuple(int(c) for c in args.concurrency.split(","))
+            plan = replace(plan, concurrencies=levels)
         outcome = run(plan)
         saved = CACHE / f"{plan.section}-{time.strftime('%Y%m%dT%H%M%S')}.json"
         saved.write_text(json.dumps(outcome, indent=2, default=str))

@@ -82,3 +82,15 @@ async def test_a_complete_body_outlives_the_deadline() -> None:
     body = {"type": "http.request", "body": b"1234567890", "more_body": False}
     seen = await _run(app, _receive_from([body], then_block=False), timeout_s=0.05)
     assert seen == [body, {"type": "http.disconnect"}]
+
+
+async def test_the_deadline_counts_from_the_request_start_not_the_first_receive() -> None:
+    """The timer is armed lazily (routes without a body arm none), but not later in effect."""
+
+    async def app(recv: Any, seen: list[Any]) -> None:
+        await asyncio.sleep(0.2)
+        seen.append(await recv())
+
+    chunk = {"type": "http.request", "body": b"12345", "more_body": True}
+    seen = await _run(app, _receive_from([chunk], then_block=True), timeout_s=0.05)
+    assert len(seen) == 1 and isinstance(seen[0], RequestTimeoutError)
