@@ -800,6 +800,9 @@ def main(argv: list[str]) -> None:
         "--concurrency",
         help="comma-separated load concurrencies instead of the plan's (e.g. 32), to look closer",
     )
+    parser.add_argument(
+        "--probe", action="store_true", help="with --quick: also the probe under load"
+    )
     parser.add_argument("--report", type=Path, help="re-render a saved run's JSON")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
@@ -818,6 +821,8 @@ def main(argv: list[str]) -> None:
         if args.concurrency:
             levels = tuple(int(c) for c in args.concurrency.split(","))
             plan = replace(plan, concurrencies=levels)
+        if args.probe:
+            plan = replace(plan, probe=True)
         outcome = run(plan)
         saved = CACHE / f"{plan.section}-{time.strftime('%Y%m%dT%H%M%S')}.json"
         saved.write_text(json.dumps(outcome, indent=2, default=str))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -149,9 +150,30 @@ def _serve(args: argparse.Namespace) -> int:
     from nimctl.engine.vllm import VllmEngine  # vllm itself is imported later, off the loop
     from nimctl.server import serve
 
-    app = create_app(settings, profile, VllmEngine(settings, profile), profile_id=store.id_of(base))
+    app = create_app(
+        settings,
+        profile,
+        VllmEngine(settings, profile),
+        profile_id=store.id_of(base),
+        on_ready=freeze_startup_heap,
+    )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(serve(app, sock, settings))
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive once the engine has started out of the garbage collector's sight.
+
+    vLLM, torch and transformers leave ~640,000 long-lived objects in this process; every full
+    collection walks them all: 345-370 ms of CPU here, on the event loop, whenever enough new
+    objects have survived under load (a stalled loop and a higher HTTP CPU per request in some
+    benchmark rounds, but not others). After the freeze a full collection takes under 1 ms.
+    vLLM's own server does the same after start-up (`freeze_gc_heap`). Frozen objects are never
+    collected: they are the server's for its whole life anyway.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.debug("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

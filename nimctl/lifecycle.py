@@ -13,6 +13,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable
 
 from nimctl.engine.base import Engine, EngineDeadError
 from nimctl.errors import ConfigError
@@ -29,8 +30,15 @@ class State(enum.Enum):
 
 
 class Supervisor:
-    def __init__(self, engine: Engine, *, health_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        health_interval_s: float = 1.0,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.engine = engine
+        self.on_ready = on_ready
         self.health_interval_s = health_interval_s
         self.state = State.STARTING
         self.reason = "the model is loading"
@@ -59,6 +67,8 @@ class Supervisor:
             return
         if self.state is not State.STARTING:
             return
+        if self.on_ready is not None:
+            self.on_ready()
         self.state = State.READY
         self.seconds_to_ready = time.monotonic() - self.started_at
         logger.info("ready (%.1f s after start)", self.seconds_to_ready)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import prometheus_client
@@ -39,14 +39,16 @@ def create_app(
     profile_id: str | None = None,
     registry: CollectorRegistry | None = None,
     intake: MediaIntake | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the NIM-compatible app around `engine`.
 
     The engine starts in the background when the app's lifespan begins, so HTTP is up at once.
     `registry` defaults to prometheus_client's default registry because that is where vLLM's
-    stat logger registers the engine's `vllm:` series.
+    stat logger registers the engine's `vllm:` series. `on_ready` runs once, when the engine has
+    started and before readiness turns true (the CLI's process-wide start-up steps).
     """
-    supervisor = Supervisor(engine)
+    supervisor = Supervisor(engine, on_ready=on_ready)
     media = intake if intake is not None else MediaIntake.from_settings(settings)
     profile_id = profile_id or profile.content_id()
     own = NimctlMetrics(

@@ -96,3 +96,16 @@ async def test_accepted_connections_have_tcp_nodelay():
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_the_startup_heap_is_frozen_out_of_the_collectors_sight():
+    import gc
+
+    from nimctl.cli import freeze_startup_heap
+
+    before = gc.get_freeze_count()
+    try:
+        freeze_startup_heap()
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

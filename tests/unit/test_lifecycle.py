@@ -1,0 +1,47 @@
+"""The supervisor's start-up hook: run once, after the engine started, before readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nimctl.lifecycle import State, Supervisor
+
+
+class _Engine:
+    async def start(self) -> None:
+        return None
+
+    async def check_health(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+
+async def test_on_ready_runs_once_before_readiness_turns_true() -> None:
+    seen: list[State] = []
+    supervisor = Supervisor(
+        _Engine(),  # type: ignore[arg-type]
+        health_interval_s=0.01,
+        on_ready=lambda: seen.append(supervisor.state),
+    )
+    supervisor.start()
+    async with asyncio.timeout(60):
+        while supervisor.state is not State.READY:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a few health checks later it has still run once
+    await supervisor.stop()
+    assert seen == [State.STARTING]
+
+
+async def test_a_failed_start_does_not_run_on_ready() -> None:
+    class Failing(_Engine):
+        async def start(self) -> None:
+            raise RuntimeError("no memory for the KV cache")
+
+    seen: list[State] = []
+    supervisor = Supervisor(Failing(), on_ready=lambda: seen.append(supervisor.state))  # type: ignore[arg-type]
+    supervisor.start()
+    await asyncio.wait_for(supervisor.fatal.wait(), timeout=60)
+    await supervisor.stop()
+    assert seen == []
