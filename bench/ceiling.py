@@ -35,7 +35,7 @@ from PIL import Image
 from bench.rawhttp import chat_body, encode_request, timed_loop
 from bench.servers import CACHE, MODEL, Running, start_nimctl, start_vllm
 from bench.serving import HERMES, IMAGE_COUNT
-from nimctl.engine.tiny_model import ensure_tiny_model
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 SCALING = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.servers import CACHE, MODEL, PYTHON, Running, start_nimctl, start_vllm
 from bench.serving import HERMES, IMAGE_COUNT, vllm_bench
-from nimctl.engine.tiny_model import ensure_tiny_model
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 from bench.servers import CACHE, start_nimctl, start_vllm
-from nimctl.engine.tiny_model import ensure_tiny_model
 from nimctl.media.fetch import FetchPolicy, MediaFetcher, parse_allowlist
 from nimctl.media.intake import MediaIntake, MediaLimits
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from tests.support.image_server import ImageServer
 

@@ -51,7 +51,7 @@ from PIL import Image
 
 from bench.rawhttp import Connection, chat_body, closed_loop, encode_request
 from bench.servers import CACHE, MODEL, PYTHON, REPO, Running, start_nimctl, start_vllm
-from nimctl.engine.tiny_model import ensure_tiny_model
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 INPUT_LEN = 128

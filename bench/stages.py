@@ -21,7 +21,7 @@ from typing import Any
 from bench.rawhttp import Connection, Exchange, chat_body, encode_request
 from bench.servers import CACHE, MODEL, Running, start_nimctl, start_vllm
 from bench.serving import HERMES, IMAGE_COUNT, KEEPALIVE_PROMPT, images_body
-from nimctl.engine.tiny_model import ensure_tiny_model
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 LAUNCHER = ("bench.stages_launch",)

@@ -337,28 +337,18 @@ class VllmEngine:
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
 
-# Models nimctl generates offline (builtin:<name>), for the CPU demo and twins.
-BUILTIN_MODELS = ("tiny-idefics3", "tiny-idefics3-mistral", "tiny-tekken")
-
-
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
     """A local directory or hub id for vLLM; builtin models are generated into the cache."""
     if profile.model.startswith(BUILTIN_SCHEME):
-        from nimctl.engine.tiny_model import ensure_tiny_model
-        from nimctl.engine.tiny_tekken import ensure_tekken_model
+        from nimctl import modelgen
 
         name = profile.model.removeprefix(BUILTIN_SCHEME)
-        cache = settings.cache_dir
-        if name == "tiny-idefics3":
-            return str(ensure_tiny_model(cache, "idefics3"))
-        if name == "tiny-idefics3-mistral":
-            return str(ensure_tiny_model(cache, "mistral"))
-        if name == "tiny-tekken":
-            return str(ensure_tekken_model(cache))
-        raise ConfigError(
-            f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
-            f"{', '.join(BUILTIN_SCHEME + n for n in BUILTIN_MODELS)}"
-        )
+        if name not in modelgen.BUILDERS:
+            raise ConfigError(
+                f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
+                f"{', '.join(BUILTIN_SCHEME + n for n in modelgen.BUILDERS)}"
+            )
+        return str(modelgen.ensure_model(name, settings.cache_dir))
     local = Path(profile.model).expanduser()
     if local.is_absolute() or profile.model.startswith("."):
         if not local.is_dir():

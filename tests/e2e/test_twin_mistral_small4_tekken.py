@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from nimctl.engine.tiny_tekken import control_token_id
+from nimctl.modelgen.tekken import control_token_id
 from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
     refused,

@@ -43,7 +43,7 @@ import psutil
 from PIL import Image
 
 from bench.servers import CACHE, Running, start_nimctl, start_vllm
-from nimctl.engine.tiny_model import ensure_tiny_model
+from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from tests.e2e.server import REPO
 

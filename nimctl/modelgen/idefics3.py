@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nimctl.engine.model_cache import ensure_built
+from nimctl.modelgen.cache import ensure_built
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -274,7 +274,7 @@ _MISTRAL_TEMPLATE = (
 _LICENSE = """\
 nimctl tiny Idefics3 test model (generated)
 
-This directory was generated offline by nimctl (nimctl.engine.tiny_model). It contains a
+This directory was generated offline by nimctl (nimctl.modelgen.idefics3). It contains a
 randomly initialised vision-language model (Idefics3 architecture, about half a million
 parameters) and a byte-level BPE tokenizer trained on a few sentences written for nimctl.
 It was not trained on any data set, is not derived from any published checkpoint, and

@@ -22,7 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from nimctl.engine.model_cache import ensure_built
+from nimctl.modelgen.cache import ensure_built
 
 TEKKEN_MODEL_NAME = "nimctl-tiny-tekken"
 TEKKEN_MODEL_VERSION = 1
@@ -165,7 +165,7 @@ _CORPUS = (
 _LICENSE = """\
 nimctl tiny Tekken test model (generated)
 
-This directory was generated offline by nimctl (nimctl.engine.tiny_tekken). It contains a
+This directory was generated offline by nimctl (nimctl.modelgen.tekken). It contains a
 randomly initialised text model in Mistral's native format (a dense Mistral/Llama
 architecture of about 560 thousand parameters) and a Tekken tokenizer whose byte-level BPE
 merges were learned from a few sentences written for nimctl. It was not trained on any

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from nimctl.engine.tiny_tekken import control_token_id, ensure_tekken_model, tekken_model_dir
+from nimctl.modelgen.tekken import control_token_id, ensure_tekken_model, tekken_model_dir
 
 
 @pytest.fixture(scope="module")

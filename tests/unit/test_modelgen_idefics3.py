@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nimctl.engine.tiny_model import ensure_tiny_model, tiny_model_dir
+from nimctl.modelgen.idefics3 import ensure_tiny_model, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
