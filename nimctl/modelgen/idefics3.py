@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.files import save_pretrained_quietly, write_license
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -271,24 +272,13 @@ _MISTRAL_TEMPLATE = (
 """
 )
 
-_LICENSE = """\
-nimctl tiny Idefics3 test model (generated)
-
+_LICENSE_TITLE = "nimctl tiny Idefics3 test model (generated)"
+_LICENSE_TEXT = """\
 This directory was generated offline by nimctl (nimctl.modelgen.idefics3). It contains a
 randomly initialised vision-language model (Idefics3 architecture, about half a million
 parameters) and a byte-level BPE tokenizer trained on a few sentences written for nimctl.
 It was not trained on any data set, is not derived from any published checkpoint, and
 produces meaningless text. It exists only to exercise serving software in demos and tests.
-
-Licensed under the Apache License, Version 2.0 (the "License"); you may not use these
-files except in compliance with the License. You may obtain a copy of the License at
-
-    http://www.apache.org/licenses/LICENSE-2.0
-
-Unless required by applicable law or agreed to in writing, software distributed under the
-License is distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND,
-either express or implied. See the License for the specific language governing permissions
-and limitations under the License.
 """
 
 # Files whose presence (with the marker) makes a directory usable.
@@ -331,7 +321,7 @@ def _build(out: Path, dialect: str) -> None:
     template = _MISTRAL_TEMPLATE if dialect == "mistral" else _IDEFICS3_TEMPLATE
     _save_processor(tokenizer, out, template)
     _save_model(tokenizer, out)
-    (out / "LICENSE").write_text(_LICENSE, encoding="utf-8")
+    write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
 
 
 def _build_tokenizer() -> Tokenizer:
@@ -389,7 +379,6 @@ def _save_processor(tok: Tokenizer, out: Path, template: str) -> None:
 def _save_model(tok: Tokenizer, out: Path) -> None:
     import torch
     from transformers import GenerationConfig, Idefics3Config, Idefics3ForConditionalGeneration
-    from transformers.utils import logging as hf_logging
 
     token_id = tok.token_to_id
     vocab_size = -(-tok.get_vocab_size(with_added_tokens=True) // _VOCAB_MULTIPLE) * _VOCAB_MULTIPLE
@@ -417,11 +406,4 @@ def _save_model(tok: Tokenizer, out: Path) -> None:
         torch.manual_seed(_SEED)
         model = Idefics3ForConditionalGeneration(config).to(torch.bfloat16).eval()
     model.generation_config = GenerationConfig(pad_token_id=token_id(_PAD), **ids)
-    # save_pretrained draws a "Writing model shards" bar: noise in server logs and test output.
-    bars_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(str(out))
-    finally:
-        if bars_on:
-            hf_logging.enable_progress_bar()
+    save_pretrained_quietly(model, out)

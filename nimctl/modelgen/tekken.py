@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.files import write_license
 
 TEKKEN_MODEL_NAME = "nimctl-tiny-tekken"
 TEKKEN_MODEL_VERSION = 1
@@ -162,25 +163,14 @@ _CORPUS = (
     "Hello, world! This is a test.\nThe end.\n",
 )
 
-_LICENSE = """\
-nimctl tiny Tekken test model (generated)
-
+_LICENSE_TITLE = "nimctl tiny Tekken test model (generated)"
+_LICENSE_TEXT = """\
 This directory was generated offline by nimctl (nimctl.modelgen.tekken). It contains a
 randomly initialised text model in Mistral's native format (a dense Mistral/Llama
 architecture of about 560 thousand parameters) and a Tekken tokenizer whose byte-level BPE
 merges were learned from a few sentences written for nimctl. It was not trained on any
 data set, is not derived from any published checkpoint or tokenizer vocabulary, and
 produces meaningless text. It exists only to exercise serving software in tests.
-
-Licensed under the Apache License, Version 2.0 (the "License"); you may not use these
-files except in compliance with the License. You may obtain a copy of the License at
-
-    http://www.apache.org/licenses/LICENSE-2.0
-
-Unless required by applicable law or agreed to in writing, software distributed under the
-License is distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND,
-either express or implied. See the License for the specific language governing permissions
-and limitations under the License.
 """
 
 # Files whose presence (with the marker) makes a directory usable.
@@ -220,7 +210,7 @@ def _build(out: Path) -> None:
     _check_tokenizer(out / "tekken.json")
     (out / "params.json").write_text(json.dumps(_PARAMS, indent=2) + "\n", encoding="utf-8")
     _save_weights(out / "consolidated.safetensors")
-    (out / "LICENSE").write_text(_LICENSE, encoding="utf-8")
+    write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
 
 
 def _learn_merges(corpus: tuple[str, ...], count: int) -> list[bytes]:
