@@ -189,38 +189,50 @@ def test_load_stages_are_logged_with_elapsed_time(jsonl_server):
 
 def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
     url = f"{jsonl_server.base_url}/v1/chat/completions"
+    # 8000 events with 20 alternatives each come to ~12 MB, more than the kernel buffers: the
+    # client reads one event and stops, so the stream waits on flow control and stays in flight
+    # however slow this process is (a CI run stalled 53 s here; a 2 MB stream, absorbed by the
+    # buffers, had ended and closed the listener before the late request).
     body = {
         **LONG,
         "max_tokens": 8000,
         "min_tokens": 8000,
+        "logprobs": True,
+        "top_logprobs": 20,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
     events: list[str] = []
     first = threading.Event()
     resume = threading.Event()
+    # A fixed receive buffer turns off the kernel's autotuning, so the client holds little.
+    small_window = httpx.HTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]
+    )
 
     def consume() -> None:
-        with httpx.stream("POST", url, json=body, headers=AUTH, timeout=300) as response:
+        with (
+            httpx.Client(transport=small_window, timeout=300) as client,
+            client.stream("POST", url, json=body, headers=AUTH) as response,
+        ):
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     events.append(line)
                     first.set()
-                    # Stop reading until the late request is refused: the ~2 MB stream then
-                    # waits on flow control, so it is surely still in flight (CI ran it to the
-                    # end before the late request once, on a fast machine).
-                    resume.wait(60)
+                    resume.wait(300)  # until the late request has been refused
 
     reader = threading.Thread(target=consume)
     reader.start()
     try:
-        assert first.wait(30)
+        assert first.wait(60)
         jsonl_server.process.send_signal(signal.SIGTERM)
         ready_url = f"{jsonl_server.base_url}/v1/health/ready"
-        wait_for(lambda: httpx.get(ready_url).status_code == 503, 15.0)
-        late = httpx.post(url, json={**LONG, "max_tokens": 2}, headers=AUTH, timeout=10)
+        wait_for(lambda: httpx.get(ready_url, timeout=60).status_code == 503, 120.0)
+        late = httpx.post(url, json={**LONG, "max_tokens": 2}, headers=AUTH, timeout=60)
         assert late.status_code == 503
         assert "shutting down" in assert_error_shape(late.json(), 503)["message"]
+    except Exception as exc:
+        raise AssertionError(f"{exc!r}\n{jsonl_server.log_tail()}") from exc
     finally:
         resume.set()
     reader.join(300)
