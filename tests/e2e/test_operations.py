@@ -187,13 +187,17 @@ def test_load_stages_are_logged_with_elapsed_time(jsonl_server):
     assert any(m.startswith("ready (") and m.endswith("s after start)") for m in messages)
 
 
-def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
+def test_sigterm_lets_streams_finish_then_exits_0(jsonl_server):
+    """Four streams in flight at SIGTERM all end whole; a request after it gets 503; exit 0.
+
+    One stream is held: 8000 events with 20 alternatives each come to ~12 MB, more than the
+    kernel buffers, and its client reads one event and stops, so it waits on flow control and
+    stays in flight however slow this process is (a CI run stalled 53 s here; a 2 MB stream,
+    absorbed by the buffers, had ended and closed the listener before the late request). The
+    other three are read as they come, as clients do.
+    """
     url = f"{jsonl_server.base_url}/v1/chat/completions"
-    # 8000 events with 20 alternatives each come to ~12 MB, more than the kernel buffers: the
-    # client reads one event and stops, so the stream waits on flow control and stays in flight
-    # however slow this process is (a CI run stalled 53 s here; a 2 MB stream, absorbed by the
-    # buffers, had ended and closed the listener before the late request).
-    body = {
+    held_body = {
         **LONG,
         "max_tokens": 8000,
         "min_tokens": 8000,
@@ -202,29 +206,34 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    events: list[str] = []
-    first = threading.Event()
+    read_body = {**LONG, "stream": True, "stream_options": {"include_usage": True}}
+    bodies = [held_body, read_body, read_body, read_body]
+    events: list[list[str]] = [[] for _ in bodies]
+    started = threading.Semaphore(0)
     resume = threading.Event()
-    # A fixed receive buffer turns off the kernel's autotuning, so the client holds little.
-    small_window = httpx.HTTPTransport(
-        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]
-    )
+    # A fixed receive buffer turns off the kernel's autotuning, so the held client holds little.
+    small_window = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]
 
-    def consume() -> None:
+    def consume(index: int) -> None:
+        transport = httpx.HTTPTransport(socket_options=small_window if index == 0 else None)
         with (
-            httpx.Client(transport=small_window, timeout=300) as client,
-            client.stream("POST", url, json=body, headers=AUTH) as response,
+            httpx.Client(transport=transport, timeout=300) as client,
+            client.stream("POST", url, json=bodies[index], headers=AUTH) as response,
         ):
             for line in response.iter_lines():
                 if line.startswith("data: "):
-                    events.append(line)
-                    first.set()
-                    resume.wait(300)  # until the late request has been refused
+                    events[index].append(line)
+                    if len(events[index]) == 1:
+                        started.release()
+                    if index == 0:
+                        resume.wait(300)  # until the late request has been refused
 
-    reader = threading.Thread(target=consume)
-    reader.start()
+    readers = [threading.Thread(target=consume, args=(i,)) for i in range(len(bodies))]
+    for reader in readers:
+        reader.start()
     try:
-        assert first.wait(60)
+        for _ in readers:
+            assert started.acquire(timeout=60)
         jsonl_server.process.send_signal(signal.SIGTERM)
         ready_url = f"{jsonl_server.base_url}/v1/health/ready"
         wait_for(lambda: httpx.get(ready_url, timeout=60).status_code == 503, 120.0)
@@ -235,10 +244,12 @@ def test_sigterm_lets_a_stream_finish_then_exits_0(jsonl_server):
         raise AssertionError(f"{exc!r}\n{jsonl_server.log_tail()}") from exc
     finally:
         resume.set()
-    reader.join(300)
-    assert events[-1] == "data: [DONE]"
-    usage = json.loads(events[-2].removeprefix("data: "))["usage"]
-    assert usage["completion_tokens"] == 8000  # the whole stream arrived
+    for reader in readers:
+        reader.join(300)
+    for stream, body in zip(events, bodies, strict=True):
+        assert stream[-1] == "data: [DONE]", stream[-3:]
+        usage = json.loads(stream[-2].removeprefix("data: "))["usage"]
+        assert usage["completion_tokens"] == body["max_tokens"]  # the whole stream arrived
     assert jsonl_server.process.wait(300) == 0
 
 
