@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nimctl.modelgen.bpe import train_bpe
 from nimctl.modelgen.cache import ensure_built
 from nimctl.modelgen.files import save_pretrained_quietly, write_license
 
@@ -325,27 +326,9 @@ def _build(out: Path, dialect: str) -> None:
 
 
 def _build_tokenizer() -> Tokenizer:
-    """Byte-level BPE, so any input text (any language, any bytes) tokenizes without <unk>."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-
     special = [_BOS, _EOS, _PAD, _FAKE_IMAGE, _IMAGE, _GLOBAL_IMAGE, *_GRID, *_MISTRAL_SPECIAL]
     plain = [*_THINK, *_TOOL_CALL, *_MISTRAL_PLAIN]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE - len(special) - len(plain),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(list(_CORPUS), trainer=trainer)
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in special])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
-    # A small corpus may run out of merges: fill up so no embedding row is a hole in the vocab.
-    missing = _VOCAB_SIZE - tok.get_vocab_size(with_added_tokens=True)
-    reserved = [f"<|reserved_special_token_{i}|>" for i in range(max(missing, 0))]
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in reserved])
-    return tok
+    return train_bpe(_CORPUS, _VOCAB_SIZE, special, plain)
 
 
 def _save_processor(tok: Tokenizer, out: Path, template: str) -> None:
