@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 from nimctl import __version__
 from nimctl.errors import ConfigError
 from nimctl.hardware import detect_gpus
-from nimctl.profiles import Profile, ProfileStore, apply_settings, fit, load_store
+from nimctl.profiles import (
+    BUILTIN_SCHEME,
+    Profile,
+    ProfileStore,
+    apply_settings,
+    fit,
+    load_store,
+)
 from nimctl.settings import (
     NimSettings,
     env_name,
@@ -143,6 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         logger.warning("%s is not a nimctl setting and is ignored", name)
     store, base, profile = _resolve(settings)
     logger.info("profile %s (%s, id %s)", profile.name, profile.tag, store.id_of(base))
+    _prepare_cpu_twin(profile)
     loop_factory = _loop_factory(os.environ.get(LOOP_VARIABLE, DEFAULT_LOOP))
     sock = _bind(settings.host, settings.server_port)
 
@@ -174,6 +182,20 @@ def freeze_startup_heap() -> None:
     gc.collect()
     gc.freeze()
     logger.debug("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
+
+
+def _prepare_cpu_twin(profile: Profile) -> None:
+    """A twin whose vLLM module imports torchvision gets the CPU side copy of it, before anything
+    imports transformers (process-wide, so here at the edge)."""
+    if not profile.model.startswith(BUILTIN_SCHEME) or profile.hardware.gpus:
+        return
+    from nimctl import modelgen
+
+    builtin = modelgen.BUILTINS.get(profile.model.removeprefix(BUILTIN_SCHEME))
+    if builtin is not None and builtin.cpu_torchvision:
+        from nimctl.engine.cpu_torchvision import activate
+
+        logger.info("CPU twin: torchvision's Python modules from %s", activate(os.environ))
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

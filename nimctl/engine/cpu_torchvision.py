@@ -23,6 +23,8 @@ import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
+from nimctl.errors import ConfigError
+
 SIDE_DIR_NAME = "cpu-twin-torchvision"
 # A directory whose sitecustomize.py calls install_import_hook in every Python process started
 # with it on PYTHONPATH (vLLM's engine core and workers are spawned, not forked).
@@ -35,7 +37,7 @@ OP_SCHEMAS = (
 )
 
 
-class CpuTorchvisionError(RuntimeError):
+class CpuTorchvisionError(ConfigError):
     """The side copy of torchvision is not there: `make install` was not run."""
 
 

@@ -343,10 +343,10 @@ def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
         from nimctl import modelgen
 
         name = profile.model.removeprefix(BUILTIN_SCHEME)
-        if name not in modelgen.BUILDERS:
+        if name not in modelgen.BUILTINS:
             raise ConfigError(
                 f"profile {profile.name}: unknown model {profile.model!r}; builtin models: "
-                f"{', '.join(BUILTIN_SCHEME + n for n in modelgen.BUILDERS)}"
+                f"{', '.join(BUILTIN_SCHEME + n for n in modelgen.BUILTINS)}"
             )
         return str(modelgen.ensure_model(name, settings.cache_dir))
     local = Path(profile.model).expanduser()

@@ -8,7 +8,17 @@ same code it uses for a real checkpoint. Nothing here imports vLLM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A model nimctl generates. `cpu_torchvision`: vLLM's module for its architecture imports
+    torchvision, which a CPU install lacks (nimctl/engine/cpu_torchvision.py)."""
+
+    build: Callable[[Path], Path]
+    cpu_torchvision: bool = False
 
 
 def _idefics3(cache: Path) -> Path:
@@ -29,12 +39,19 @@ def _tekken(cache: Path) -> Path:
     return ensure_tekken_model(cache)
 
 
-# A profile's `model: builtin:<name>`, and the builder that makes it. Builders import torch and
-# transformers, so each is imported only when its model is asked for.
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "tiny-idefics3": _idefics3,
-    "tiny-idefics3-mistral": _idefics3_mistral,
-    "tiny-tekken": _tekken,
+def _qwen35(cache: Path) -> Path:
+    from nimctl.modelgen.qwen35 import ensure_qwen35_model
+
+    return ensure_qwen35_model(cache)
+
+
+# A profile's `model: builtin:<name>`, and what makes it. Builders import torch and transformers,
+# so each is imported only when its model is asked for.
+BUILTINS: dict[str, Builtin] = {
+    "tiny-idefics3": Builtin(_idefics3),
+    "tiny-idefics3-mistral": Builtin(_idefics3_mistral),
+    "tiny-tekken": Builtin(_tekken),
+    "tiny-qwen3.5": Builtin(_qwen35, cpu_torchvision=True),
 }
 
 
@@ -43,4 +60,4 @@ def ensure_model(name: str, cache: Path) -> Path:
 
     KeyError for a name no builder makes; the caller words the message.
     """
-    return BUILDERS[name](cache)
+    return BUILTINS[name].build(cache)

@@ -113,7 +113,8 @@ def test_reasoning_is_kept_only_after_the_last_user_query(tokenizer):
     text = render(tokenizer, messages, add_generation_prompt=False)
     assert "old thought" not in text
     assert "<|im_start|>assistant\nHello<|im_end|>" in text
-    assert text.endswith("<|im_start|>assistant\n<think>\nnew thought\n</think>\n\nSure<|im_end|>\n")
+    last = "<|im_start|>assistant\n<think>\nnew thought\n</think>\n\nSure<|im_end|>\n"
+    assert text.endswith(last)
 
 
 @pytest.mark.parametrize(
