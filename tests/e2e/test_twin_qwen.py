@@ -24,12 +24,12 @@ OFF = {"enable_thinking": False}
 
 
 def test_reasoning_on_by_default(twin):
-    """With thinking on, everything before </think> is reasoning; the random model never
-    closes it in 8 greedy tokens, so all of its output is reasoning."""
+    """The prompt ends inside <think> (the template's default), so the qwen3 parser reads all
+    output up to a </think> as reasoning; the random model never closes it in 8 greedy tokens."""
     out = chat(twin, QWEN, messages=HI, max_tokens=8, temperature=0, return_prompt_text=True).json()
     message = out["choices"][0]["message"]
     assert message["reasoning"] and message["content"] is None
-    assert out["prompt_text"].endswith("Assistant:")
+    assert out["prompt_text"].endswith("<|im_end|>\n<|im_start|>assistant\n<think>\n")
 
 
 def test_enable_thinking_false_turns_it_off(twin):
@@ -44,7 +44,7 @@ def test_enable_thinking_false_turns_it_off(twin):
     ).json()
     message = out["choices"][0]["message"]
     assert message["content"] and message["reasoning"] is None
-    assert out["prompt_text"].endswith("Assistant:<think>\n\n</think>\n\n")
+    assert out["prompt_text"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 def test_streamed_reasoning_arrives_in_delta_reasoning(twin):
