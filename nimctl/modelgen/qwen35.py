@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from nimctl.modelgen.bpe import train_bpe
 from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.files import save_pretrained_quietly, write_license
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -105,8 +106,7 @@ _VISION_CONFIG: dict[str, Any] = {
     "num_position_embeddings": 16,
 }
 # The real processors' keys; pixel budgets small. 64 x 64 -> (64/16)^2 patches / 2^2 = 4 tokens.
-_IMAGE_PROCESSOR: dict[str, Any] = {
-    "image_processor_type": "Qwen2VLImageProcessorFast",
+_PIXELS: dict[str, Any] = {
     "processor_class": "Qwen3VLProcessor",
     "do_convert_rgb": True,
     "do_normalize": True,
@@ -119,26 +119,19 @@ _IMAGE_PROCESSOR: dict[str, Any] = {
     "temporal_patch_size": 2,
     "resample": 3,
     "rescale_factor": 1 / 255,
+}
+_IMAGE_PROCESSOR: dict[str, Any] = {
+    **_PIXELS,
+    "image_processor_type": "Qwen2VLImageProcessorFast",
     "size": {"shortest_edge": 4096, "longest_edge": 65536},
 }
 _VIDEO_PROCESSOR: dict[str, Any] = {
+    **_PIXELS,
     "video_processor_type": "Qwen3VLVideoProcessor",
-    "processor_class": "Qwen3VLProcessor",
-    "do_convert_rgb": True,
-    "do_normalize": True,
-    "do_rescale": True,
-    "do_resize": True,
     "do_sample_frames": True,
     "fps": 2,
     "min_frames": 2,
     "max_frames": 16,
-    "image_mean": [0.5, 0.5, 0.5],
-    "image_std": [0.5, 0.5, 0.5],
-    "merge_size": 2,
-    "patch_size": 16,
-    "temporal_patch_size": 2,
-    "resample": 3,
-    "rescale_factor": 1 / 255,
     "size": {"shortest_edge": 4096, "longest_edge": 262144},
 }
 # The real generation_config.json's sampling defaults (vLLM applies them unless a request sets
@@ -161,6 +154,15 @@ _CORPUS = (
     "Every answer should be short, clear, correct and kind to the person who asked.",
 )
 _TEMPLATE_FILE = Path(__file__).with_name("qwen35_template.jinja")
+_LICENSE_TITLE = "nimctl tiny Qwen3.5 test model (generated)"
+_LICENSE_TEXT = """\
+This directory was generated offline by nimctl (nimctl.modelgen.qwen35). It contains a randomly
+initialised model of Qwen3.5's architecture (Qwen3_5MoeForConditionalGeneration, about 600
+thousand parameters) and a byte-level BPE tokenizer trained on a few sentences written for
+nimctl, with Qwen's special token names. It was not trained on any data set, is not derived from
+any published checkpoint or tokenizer vocabulary, and produces meaningless text. It exists only
+to exercise serving software in tests.
+"""
 _REQUIRED_FILES = (
     "config.json",
     "model.safetensors",
@@ -170,6 +172,7 @@ _REQUIRED_FILES = (
     "chat_template.jinja",
     "preprocessor_config.json",
     "video_preprocessor_config.json",
+    "LICENSE",
 )
 
 
@@ -205,6 +208,7 @@ def _build(out: Path) -> None:
         ("video_preprocessor_config.json", _VIDEO_PROCESSOR),
     ):
         (out / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
 
 
 def _save_tokenizer(tok: Tokenizer, out: Path) -> None:
@@ -231,7 +235,6 @@ def _save_model(tok: Tokenizer, out: Path) -> None:
         Qwen3_5MoeConfig,
         Qwen3_5MoeForConditionalGeneration,
     )
-    from transformers.utils import logging as hf_logging
 
     token_id = tok.token_to_id
     eos = [token_id(IM_END), token_id(ENDOFTEXT)]
@@ -257,10 +260,4 @@ def _save_model(tok: Tokenizer, out: Path) -> None:
     model.generation_config = GenerationConfig(
         eos_token_id=eos, pad_token_id=token_id(ENDOFTEXT), do_sample=True, **_SAMPLING
     )
-    bars_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(str(out))
-    finally:
-        if bars_on:
-            hf_logging.enable_progress_bar()
+    save_pretrained_quietly(model, out)
