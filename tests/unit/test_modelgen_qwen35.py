@@ -164,3 +164,53 @@ def test_the_qwen3_coder_parser_reads_the_templates_tool_call_format(tokenizer):
     assert [(c.function.name, json.loads(c.function.arguments)) for c in info.tool_calls] == [
         ("get_weather", {"city": "Paris"})
     ]
+
+
+# --- the generated checkpoint ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return qwen35.ensure_qwen35_model(tmp_path_factory.mktemp("cache"))
+
+
+def test_the_checkpoint_is_the_real_architecture_with_consistent_token_ids(model_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_dir)
+    assert config.model_type == "qwen3_5_moe"
+    assert config.architectures == ["Qwen3_5MoeForConditionalGeneration"]
+    text = config.text_config
+    assert text.layer_types == ["linear_attention"] * 3 + ["full_attention"]
+    assert text.num_experts == 4 and text.shared_expert_intermediate_size == 32
+    # vLLM's CPU kernels: gated delta-net head dims 64 or 128, MoE sizes multiples of 32.
+    assert text.linear_key_head_dim == text.linear_value_head_dim == 64
+    assert text.moe_intermediate_size % 32 == 0 and text.hidden_size % 32 == 0
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = tokenizer.convert_tokens_to_ids
+    assert config.image_token_id == ids("<|image_pad|>")
+    assert config.video_token_id == ids("<|video_pad|>")
+    assert config.vision_start_token_id == ids("<|vision_start|>")
+    assert config.vision_end_token_id == ids("<|vision_end|>")
+    generation = json.loads((model_dir / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == [ids("<|im_end|>"), ids("<|endoftext|>")]
+    assert len(tokenizer) == text.vocab_size  # every sampled id decodes to a token
+    # Decoding keeps the parsers' markers (not special), drops the turn markers (special).
+    marked = ids(["<think>", "</think>", "<tool_call>", "<|im_end|>"])
+    assert tokenizer.decode(marked, skip_special_tokens=True) == "<think></think><tool_call>"
+
+
+def test_the_processors_are_the_real_classes(model_dir):
+    image = json.loads((model_dir / "preprocessor_config.json").read_text())
+    video = json.loads((model_dir / "video_preprocessor_config.json").read_text())
+    assert image["image_processor_type"].startswith("Qwen2VLImageProcessor")
+    assert video["video_processor_type"] == "Qwen3VLVideoProcessor"
+    assert image["patch_size"] == video["patch_size"] == 16
+    assert (model_dir / "chat_template.jinja").read_text() == qwen35.chat_template()
+    assert (model_dir / "LICENSE").read_text().startswith("nimctl tiny Qwen3.5")
+
+
+def test_builds_are_identical(model_dir, tmp_path):
+    again = qwen35.ensure_qwen35_model(tmp_path)
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (again / name).read_bytes() == (model_dir / name).read_bytes(), name
