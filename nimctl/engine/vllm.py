@@ -52,6 +52,7 @@ class VllmEngine:
         self._chat: OpenAIServingChat | None = None
         self._validator: StrictRequestModel | None = None
         self._check_constraint: Callable[[Any], None] | None = None
+        self._pin_frames = False
         self._generation_failed: tuple[type[Exception], type[Exception]] | None = None
         self._verdicts: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
         self._error_response: Callable[[Exception], Any] | None = None
@@ -182,6 +183,7 @@ class VllmEngine:
             default_chat_template_kwargs=profile.default_chat_template_kwargs,
         )
         self._validator = StrictRequestModel(ChatCompletionRequest)
+        self._pin_frames = _video_loader_ignores_num_frames(self._llm.model_config)
         self._check_constraint = self._structured_outputs_validator()
         self._generation_failed = (GenerationError, RetryableRequestError)
         self._error_response = create_error_response
@@ -217,6 +219,8 @@ class VllmEngine:
 
     def parse_chat_request(self, payload: dict[str, Any]) -> Any:
         assert self._validator is not None
+        if self._pin_frames:
+            pin_frame_count(payload)
         try:
             request = self._validator.validate(payload)
         except NimError:
@@ -335,6 +339,34 @@ class VllmEngine:
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
+
+
+def _video_loader_ignores_num_frames(model_config: Any) -> bool:
+    """Whether vLLM loads this model's videos with its Qwen3-VL loader (Qwen3-VL, Qwen3.5).
+
+    That loader samples by fps, between `min_frames` (default 4) and `max_frames`, and ignores
+    `num_frames` (vLLM 0.32, `multimodal/video.py` `Qwen3VLVideoBackend`), so a request for 2
+    frames gets 4: see pin_frame_count.
+    """
+    from vllm.multimodal.video import get_video_loader_backend_for_processor
+    from vllm.transformers_utils.processor import get_video_processor_cls_name
+
+    try:
+        name = get_video_processor_cls_name(model_config)
+    except Exception:  # no video processor: no videos
+        return False
+    return get_video_loader_backend_for_processor(name) == "qwen3_vl"
+
+
+def pin_frame_count(payload: dict[str, Any]) -> None:
+    """Make `media_io_kwargs.video.num_frames` exact for a loader that samples by fps.
+
+    Bounding the loader's frame count below and above by the number asked for gives exactly
+    that number (at most the video's own count, which the intake has checked already).
+    """
+    video = (payload.get("media_io_kwargs") or {}).get("video")
+    if isinstance(video, dict) and isinstance(video.get("num_frames"), int):
+        video["min_frames"] = video["max_frames"] = video["num_frames"]
 
 
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:

@@ -286,7 +286,9 @@ def _replace_with_image(part: dict[str, Any], image: Any, encoded: bytes) -> Non
 
 
 def _check_sampling(payload: dict[str, Any], infos: list[VideoInfo]) -> None:
-    """media_io_kwargs may not ask for more than a video has (the Qwen3.5 page says 400)."""
+    """media_io_kwargs may not ask for more than a video has (the Qwen3.5 page says 400), and
+    with both fps and num_frames the one giving fewer frames is used (as the page says): the
+    other is removed, so that no loader has to choose."""
     video = (payload.get("media_io_kwargs") or {}).get("video")
     if not isinstance(video, dict):
         return
@@ -307,6 +309,9 @@ def _check_sampling(payload: dict[str, Any], infos: list[VideoInfo]) -> None:
                 f"Ask for at most {info.frames} frames.",
                 "media_io_kwargs.video.num_frames",
             )
+    if isinstance(fps, int | float) and isinstance(frames, int) and len(infos) == 1:
+        by_fps = int(infos[0].frames / infos[0].fps * fps) if infos[0].fps > 0 else frames
+        del video["fps" if frames <= by_fps else "num_frames"]
 
 
 def _raise_first(results: list[Any]) -> None:

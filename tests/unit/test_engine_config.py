@@ -18,6 +18,7 @@ from nimctl.engine.vllm import (
     _bind_cpu_ranks,
     build_engine_args,
     parse_passthrough_args,
+    pin_frame_count,
     resolve_model_source,
     validate_parsers,
 )
@@ -168,3 +169,18 @@ def test_cpu_profiles_prefill_whole_prompts(store):
     assert kept.enable_chunked_prefill is True  # an explicit choice is the operator's
     gpu = build_engine_args(store.get("qwen3.5-397b-a17b"), NimSettings(), "/m")
     assert gpu.enable_chunked_prefill is None or gpu.enable_chunked_prefill is True
+
+
+def test_num_frames_is_pinned_by_the_loaders_own_bounds():
+    """vLLM's Qwen3-VL loader ignores num_frames and samples by fps within [min, max]."""
+    payload = {"media_io_kwargs": {"video": {"num_frames": 2}}}
+    pin_frame_count(payload)
+    assert payload["media_io_kwargs"]["video"] == {
+        "num_frames": 2,
+        "min_frames": 2,
+        "max_frames": 2,
+    }
+    untouched = {"media_io_kwargs": {"video": {"fps": 1.0}}}
+    pin_frame_count(untouched)
+    assert untouched == {"media_io_kwargs": {"video": {"fps": 1.0}}}
+    pin_frame_count({})

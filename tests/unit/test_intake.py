@@ -283,6 +283,25 @@ async def test_sampling_cannot_exceed_the_video(store, sampling, accepted):
     assert info.value.rule == "media_io_kwargs"
 
 
+@pytest.mark.parametrize(
+    ("sampling", "kept"),
+    [
+        # 25 frames at 10 fps: 2.5 s. fps 2 samples 5 frames.
+        ({"fps": 2.0, "num_frames": 16}, {"fps": 2.0}),
+        ({"fps": 2.0, "num_frames": 3}, {"num_frames": 3}),
+        ({"fps": 2.0, "num_frames": 5}, {"num_frames": 5}),  # a tie: the exact count
+    ],
+)
+async def test_with_fps_and_num_frames_the_fewer_frames_win(store, sampling, kept):
+    """The Qwen3.5 page: "If you specify both, the model uses the option that results in the
+    least number of frames"."""
+    payload = request(
+        video(video_data_url(frames=25, fps=10.0)), media_io_kwargs={"video": dict(sampling)}
+    )
+    await resolve(store, payload, profile=QWEN, max_videos_per_prompt=1)
+    assert payload["media_io_kwargs"]["video"] == kept
+
+
 async def test_bad_videos(store):
     await refused(
         store,
