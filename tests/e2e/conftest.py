@@ -47,10 +47,11 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, media_root: Path) -> I
 def twin(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """A server for the CPU twin named by the test module's PROFILE, for that module only."""
+    """A server for the CPU twin named by the test module's PROFILE (with its ENV, if any), for
+    that module only."""
     profile = request.module.PROFILE
     log = tmp_path_factory.mktemp(profile) / "nimctl.log"
-    server = start_server(profile, log)
+    server = start_server(profile, log, getattr(request.module, "ENV", None))
     yield server
     code = server.stop()
     assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
