@@ -47,6 +47,21 @@ def test_enable_thinking_false_turns_it_off(twin):
     assert out["prompt_text"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
+def test_reasoning_effort_none_turns_it_off(twin):
+    """vLLM maps reasoning_effort none to enable_thinking false for this template."""
+    out = chat(
+        twin,
+        QWEN,
+        messages=HI,
+        max_tokens=8,
+        temperature=0,
+        reasoning_effort="none",
+        return_prompt_text=True,
+    ).json()
+    assert out["choices"][0]["message"]["reasoning"] is None
+    assert out["prompt_text"].endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
 def test_streamed_reasoning_arrives_in_delta_reasoning(twin):
     response = chat(twin, QWEN, messages=HI, max_tokens=8, temperature=0, stream=True)
     chunks = check_stream(response.text, QWEN)
@@ -109,6 +124,25 @@ def test_mm_processor_kwargs_are_bounded(twin):
         ),
         "mm_processor_kwargs",
     )
+
+
+def test_mm_processor_kwargs_sizes_change_image_tokens(twin):
+    """One token a 32 x 32 patch: a 1024-pixel ceiling leaves one, the default budget more."""
+    question = image_question(BOARDWALK_JPG)
+
+    def prompt_tokens(**body) -> int:
+        response = chat(twin, QWEN, messages=question, max_tokens=1, temperature=0, **body)
+        assert response.status_code == 200, response.text
+        return response.json()["usage"]["prompt_tokens"]
+
+    default = prompt_tokens()
+    tight = prompt_tokens(
+        mm_processor_kwargs={"size": {"shortest_edge": 256, "longest_edge": 1024}}
+    )
+    roomy = prompt_tokens(
+        mm_processor_kwargs={"size": {"shortest_edge": 65536, "longest_edge": 262144}}
+    )
+    assert tight < default < roomy
 
 
 def test_five_images_pass_six_do_not(twin):

@@ -97,13 +97,15 @@ def test_sampling_above_the_video_is_refused(twin):
 
 
 def test_mm_processor_kwargs_sizes_change_video_tokens(twin):
-    small = prompt_tokens(twin, video_question(CLIP))
-    large = prompt_tokens(
-        twin,
-        video_question(CLIP),
-        mm_processor_kwargs={"size": {"shortest_edge": 16384, "longest_edge": 262144}},
-    )
-    assert large > small
+    """The sizes bound the pixels of all sampled frames together (Qwen3-VL's video smart_resize):
+    the seed's defaults upscale the twin's 64 x 48 frames, a 4096-pixel ceiling shrinks each
+    pair of frames to one 32 x 32 token."""
+    default = prompt_tokens(twin, video_question(CLIP))
+    seed_defaults = {"size": {"shortest_edge": 65536, "longest_edge": 16777216}}
+    larger = prompt_tokens(twin, video_question(CLIP), mm_processor_kwargs=seed_defaults)
+    tight = {"size": {"shortest_edge": 1024, "longest_edge": 4096}}
+    smaller = prompt_tokens(twin, video_question(CLIP), mm_processor_kwargs=tight)
+    assert smaller < default < larger
 
 
 def test_two_videos_are_over_the_limit(twin):
