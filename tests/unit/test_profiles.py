@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from nimctl.errors import ConfigError
+from nimctl.modelgen import BUILTINS
 from nimctl.profiles import (
     Gpu,
     ProfileStore,
@@ -90,7 +91,7 @@ def test_cpu_twins_keep_what_clients_see(store, seed):
     original, twin = store.get(seed), store.get(f"{seed}-tiny")
     for field in CLIENT_CONTRACT:
         assert getattr(twin, field) == getattr(original, field), field
-    assert twin.model.startswith("builtin:tiny-idefics3")
+    assert twin.model.startswith("builtin:") and twin.model.removeprefix("builtin:") in BUILTINS
     assert twin.hardware.gpus == 0 and fit(twin, []).ok
     assert twin.engine_args["tensor_parallel_size"] == 1
 
