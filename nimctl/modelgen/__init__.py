@@ -39,6 +39,12 @@ def _tekken(cache: Path) -> Path:
     return ensure_tekken_model(cache)
 
 
+def _mistral4(cache: Path) -> Path:
+    from nimctl.modelgen.mistral4 import ensure_mistral4_model
+
+    return ensure_mistral4_model(cache)
+
+
 def _qwen35(cache: Path) -> Path:
     from nimctl.modelgen.qwen35 import ensure_qwen35_model
 
@@ -52,6 +58,9 @@ BUILTINS: dict[str, Builtin] = {
     "tiny-idefics3-mistral": Builtin(_idefics3_mistral),
     "tiny-tekken": Builtin(_tekken),
     "tiny-qwen3.5": Builtin(_qwen35, cpu_torchvision=True),
+    # vLLM's pixtral module imports transformers' Pixtral image processor, which imports
+    # torchvision, although the native path processes images with mistral_common.
+    "tiny-mistral-small4": Builtin(_mistral4, cpu_torchvision=True),
 }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nimctl.modelgen.cache import ensure_built
-from nimctl.modelgen.files import write_license
+from nimctl.modelgen.files import save_seeded_weights, write_license
 
 TEKKEN_MODEL_NAME = "nimctl-tiny-tekken"
 TEKKEN_MODEL_VERSION = 1
@@ -37,8 +37,8 @@ _TOKENIZER_VERSION = "v15"
 # small. 64 + 256 bytes + 704 merges = 1024 ids, a multiple of 64, so every id the random
 # model may sample decodes to a real token and no embedding row is padding.
 _NUM_SPECIAL = 64
-_VOCAB_SIZE = 1024
-_NUM_MERGES = _VOCAB_SIZE - _NUM_SPECIAL - 256
+VOCAB_SIZE = 1024
+_NUM_MERGES = VOCAB_SIZE - _NUM_SPECIAL - 256
 # Tekken's pre-tokenizer (tiktoken pat_str), as in Mistral's published tekken.json files.
 _PATTERN = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"
@@ -100,7 +100,7 @@ _PARAMS: dict[str, Any] = {
     "n_kv_heads": 2,
     "norm_eps": 1e-5,
     "rope_theta": 1_000_000.0,
-    "vocab_size": _VOCAB_SIZE,
+    "vocab_size": VOCAB_SIZE,
     "max_seq_len": 8192,
     # Without it vLLM looks for a Hugging Face config.json and, failing, assumes 128000.
     "max_position_embeddings": 8192,
@@ -204,10 +204,18 @@ def ensure_tekken_model(cache_dir: Path) -> Path:
     )
 
 
-def _build(out: Path) -> None:
-    tekken = _tekken_json(_learn_merges(_CORPUS, _NUM_MERGES))
+def write_tekken(out: Path, image: dict[str, int] | None = None) -> None:
+    """Write `out/tekken.json` (with an image section if given) and load it back as vLLM will.
+
+    The one tokenizer of nimctl's Mistral-native models; see `_SPECIAL_BY_RANK` for its ids.
+    """
+    tekken = _tekken_json(_learn_merges(_CORPUS, _NUM_MERGES), image)
     (out / "tekken.json").write_text(json.dumps(tekken, ensure_ascii=False), encoding="utf-8")
-    _check_tokenizer(out / "tekken.json")
+    _check_tokenizer(out / "tekken.json", image=image is not None)
+
+
+def _build(out: Path) -> None:
+    write_tekken(out)
     (out / "params.json").write_text(json.dumps(_PARAMS, indent=2) + "\n", encoding="utf-8")
     _save_weights(out / "consolidated.safetensors")
     write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
@@ -253,8 +261,9 @@ def _learn_merges(corpus: tuple[str, ...], count: int) -> list[bytes]:
     return merges
 
 
-def _tekken_json(merges: list[bytes]) -> dict[str, Any]:
-    """The tekken.json layout that mistral_common's Tekkenizer.from_file reads."""
+def _tekken_json(merges: list[bytes], image: dict[str, int] | None = None) -> dict[str, Any]:
+    """The tekken.json layout that mistral_common's Tekkenizer.from_file reads. `image`: the
+    section that gives the tokenizer an image encoder ([IMG] tokens per patch grid)."""
     vocab = []
     for rank, token in enumerate([bytes([i]) for i in range(256)] + merges):
         try:
@@ -276,11 +285,11 @@ def _tekken_json(merges: list[bytes]) -> dict[str, Any]:
         }
         for rank in range(_NUM_SPECIAL)
     ]
-    return {
+    tekken: dict[str, Any] = {
         "config": {
             "pattern": _PATTERN,
             "num_vocab_tokens": len(vocab),
-            "default_vocab_size": _VOCAB_SIZE,
+            "default_vocab_size": VOCAB_SIZE,
             "default_num_special_tokens": _NUM_SPECIAL,
             "version": _TOKENIZER_VERSION,
         },
@@ -290,29 +299,31 @@ def _tekken_json(merges: list[bytes]) -> dict[str, Any]:
         "version": 1,
         "type": "Tekken",
     }
+    if image is not None:
+        tekken["image"] = image
+    return tekken
 
 
-def _check_tokenizer(path: Path) -> None:
+def _check_tokenizer(path: Path, image: bool) -> None:
     """Load the file the way vLLM will, so a broken recipe fails the build, not the server."""
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
     tokenizer = MistralTokenizer.from_file(path)
     inner = tokenizer.instruct_tokenizer.tokenizer
-    if inner.n_words != _VOCAB_SIZE or inner.version.value != _TOKENIZER_VERSION:
+    if inner.n_words != VOCAB_SIZE or inner.version.value != _TOKENIZER_VERSION:
         raise RuntimeError(f"unexpected tokenizer {inner.version.value}, {inner.n_words} ids")
     if inner.model_settings_builder is None:
         raise RuntimeError("the tokenizer lost its model settings builder")
+    if image != (tokenizer.instruct_tokenizer.mm_encoder is not None):
+        raise RuntimeError(f"expected an image encoder: {image}, got the opposite")
 
 
 def _save_weights(path: Path) -> None:
     """Mistral's consolidated names; vLLM's MistralForCausalLM remaps them (load_format=mistral)."""
-    import torch
-    from safetensors.torch import save_file
-
     p = _PARAMS
     dim, hidden, head_dim = p["dim"], p["hidden_dim"], p["head_dim"]
     q_out, kv_out = p["n_heads"] * head_dim, p["n_kv_heads"] * head_dim
-    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (_VOCAB_SIZE, dim)}
+    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (VOCAB_SIZE, dim)}
     for layer in range(p["n_layers"]):
         prefix = f"layers.{layer}"
         shapes |= {
@@ -326,15 +337,5 @@ def _save_weights(path: Path) -> None:
             f"{prefix}.attention_norm.weight": (dim,),
             f"{prefix}.ffn_norm.weight": (dim,),
         }
-    shapes |= {"norm.weight": (dim,), "output.weight": (_VOCAB_SIZE, dim)}
-    # A private generator: the caller's global torch RNG stays untouched. Initialise in float32
-    # and store bfloat16, which vLLM on CPU runs anyway.
-    generator = torch.Generator().manual_seed(_SEED)
-    tensors = {}
-    for name, shape in shapes.items():
-        if len(shape) == 1:
-            tensor = torch.ones(shape)  # RMSNorm gains
-        else:
-            tensor = torch.randn(shape, generator=generator) * 0.02
-        tensors[name] = tensor.to(torch.bfloat16).contiguous()
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    shapes |= {"norm.weight": (dim,), "output.weight": (VOCAB_SIZE, dim)}
+    save_seeded_weights(path, shapes, _SEED)
