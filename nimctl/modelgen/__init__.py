@@ -33,12 +33,6 @@ def _idefics3_mistral(cache: Path) -> Path:
     return ensure_tiny_model(cache, "mistral")
 
 
-def _tekken(cache: Path) -> Path:
-    from nimctl.modelgen.tekken import ensure_tekken_model
-
-    return ensure_tekken_model(cache)
-
-
 def _mistral4(cache: Path) -> Path:
     from nimctl.modelgen.mistral4 import ensure_mistral4_model
 
@@ -56,7 +50,6 @@ def _qwen35(cache: Path) -> Path:
 BUILTINS: dict[str, Builtin] = {
     "tiny-idefics3": Builtin(_idefics3),
     "tiny-idefics3-mistral": Builtin(_idefics3_mistral),
-    "tiny-tekken": Builtin(_tekken),
     "tiny-qwen3.5": Builtin(_qwen35, cpu_torchvision=True),
     # vLLM's pixtral module imports transformers' Pixtral image processor, which imports
     # torchvision, although the native path processes images with mistral_common.

@@ -1,17 +1,12 @@
-"""Offline builder of a tiny random-weight text model in Mistral's native (consolidated) format.
+"""The Tekken tokenizer of nimctl's models in Mistral's native format (`tekken.json`).
 
-The Idefics3 test model goes through vLLM's Hugging Face path: a Jinja chat template imitates
-Mistral's prompt format. Mistral Small 4 is served differently: `tokenizer_mode=mistral` renders
-the prompt with mistral_common (its own validation errors, `reasoning_effort` as model settings,
-[THINK] and [TOOL_CALLS] as control tokens, the grammar-constrained tool choice), and
-`config_format` / `load_format` "mistral" read `params.json` and `consolidated.safetensors`.
-Only a model in that format exercises that path, so this one mimics Mistral Small 4's tokenizer
-(Tekken v15 with a reasoning-effort setting of "none" or "high") with a ~0.56 M parameter dense
-Mistral/Llama body.
-
-Everything is generated offline and deterministically: a byte-level BPE learned from a few
-sentences written for nimctl, and seeded random weights. Its output text is junk: callers assert
-on structure (fields, counts, finish reasons, rendered prompt tokens), never words.
+Mistral's checkpoints are served with `tokenizer_mode=mistral`: mistral_common, not a Jinja
+template, renders each prompt from `tekken.json` (its own validation errors, `reasoning_effort` as
+model settings, images as [IMG] grids, [THINK] and [TOOL_CALLS] as control tokens, the grammar
+that constrains tool choice). This writes such a file offline: Tekken v15 (the version of Mistral
+Small 4, whose model settings take a reasoning effort of "none" or "high"), Mistral's control
+tokens at their usual ranks, and a byte-level BPE learned from a few sentences written for
+nimctl, since the real 131k-id vocabulary is not available offline. Everything is deterministic.
 """
 
 from __future__ import annotations
@@ -21,14 +16,6 @@ import json
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-
-from nimctl.modelgen.cache import ensure_built
-from nimctl.modelgen.files import save_seeded_weights, write_license
-
-TEKKEN_MODEL_NAME = "nimctl-tiny-tekken"
-TEKKEN_MODEL_VERSION = 1
-
-_SEED = 20240601
 
 # The highest version mistral_common knows that carries model settings (reasoning_effort);
 # vLLM forwards `reasoning_effort` to the tokenizer only from version 15 on.
@@ -90,23 +77,6 @@ _MODEL_SETTINGS_BUILDER: dict[str, Any] = {
     }
 }
 
-# head_dim = 128 / 4 = 32 (vLLM's CPU attention rejects head_dim 16).
-_PARAMS: dict[str, Any] = {
-    "dim": 128,
-    "n_layers": 2,
-    "head_dim": 32,
-    "hidden_dim": 256,
-    "n_heads": 4,
-    "n_kv_heads": 2,
-    "norm_eps": 1e-5,
-    "rope_theta": 1_000_000.0,
-    "vocab_size": VOCAB_SIZE,
-    "max_seq_len": 8192,
-    # Without it vLLM looks for a Hugging Face config.json and, failing, assumes 128000.
-    "max_position_embeddings": 8192,
-    "tied_embeddings": False,
-}
-
 # Text the merges are learned from: prose, reasoning, and the JSON that mistral_common writes
 # for tools, tool calls and model settings, so prompts and tool calls tokenize compactly.
 _CORPUS = (
@@ -163,24 +133,6 @@ _CORPUS = (
     "Hello, world! This is a test.\nThe end.\n",
 )
 
-_LICENSE_TITLE = "nimctl tiny Tekken test model (generated)"
-_LICENSE_TEXT = """\
-This directory was generated offline by nimctl (nimctl.modelgen.tekken). It contains a
-randomly initialised text model in Mistral's native format (a dense Mistral/Llama
-architecture of about 560 thousand parameters) and a Tekken tokenizer whose byte-level BPE
-merges were learned from a few sentences written for nimctl. It was not trained on any
-data set, is not derived from any published checkpoint or tokenizer vocabulary, and
-produces meaningless text. It exists only to exercise serving software in tests.
-"""
-
-# Files whose presence (with the marker) makes a directory usable.
-_REQUIRED_FILES = ("tekken.json", "params.json", "consolidated.safetensors", "LICENSE")
-
-
-def tekken_model_dir(cache_dir: Path) -> Path:
-    """Versioned path, so a recipe change never reuses a model built by an older recipe."""
-    return Path(cache_dir) / "models" / f"{TEKKEN_MODEL_NAME}-v{TEKKEN_MODEL_VERSION}"
-
 
 def control_token_id(token: str) -> int:
     """The id of a control token ("[TOOL_CALLS]", ...): control tokens take the first ranks."""
@@ -188,20 +140,6 @@ def control_token_id(token: str) -> int:
         if name == token:
             return rank
     raise KeyError(token)
-
-
-def ensure_tekken_model(cache_dir: Path) -> Path:
-    """Return the model directory, building it first if it is absent or incomplete.
-
-    Everything is seeded: every build yields byte-identical files.
-    """
-    return ensure_built(
-        tekken_model_dir(cache_dir),
-        _build,
-        version=TEKKEN_MODEL_VERSION,
-        required=_REQUIRED_FILES,
-        marker={"name": TEKKEN_MODEL_NAME},
-    )
 
 
 def write_tekken(out: Path, image: dict[str, int] | None = None) -> None:
@@ -212,13 +150,6 @@ def write_tekken(out: Path, image: dict[str, int] | None = None) -> None:
     tekken = _tekken_json(_learn_merges(_CORPUS, _NUM_MERGES), image)
     (out / "tekken.json").write_text(json.dumps(tekken, ensure_ascii=False), encoding="utf-8")
     _check_tokenizer(out / "tekken.json", image=image is not None)
-
-
-def _build(out: Path) -> None:
-    write_tekken(out)
-    (out / "params.json").write_text(json.dumps(_PARAMS, indent=2) + "\n", encoding="utf-8")
-    _save_weights(out / "consolidated.safetensors")
-    write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
 
 
 def _learn_merges(corpus: tuple[str, ...], count: int) -> list[bytes]:
@@ -316,26 +247,3 @@ def _check_tokenizer(path: Path, image: bool) -> None:
         raise RuntimeError("the tokenizer lost its model settings builder")
     if image != (tokenizer.instruct_tokenizer.mm_encoder is not None):
         raise RuntimeError(f"expected an image encoder: {image}, got the opposite")
-
-
-def _save_weights(path: Path) -> None:
-    """Mistral's consolidated names; vLLM's MistralForCausalLM remaps them (load_format=mistral)."""
-    p = _PARAMS
-    dim, hidden, head_dim = p["dim"], p["hidden_dim"], p["head_dim"]
-    q_out, kv_out = p["n_heads"] * head_dim, p["n_kv_heads"] * head_dim
-    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (VOCAB_SIZE, dim)}
-    for layer in range(p["n_layers"]):
-        prefix = f"layers.{layer}"
-        shapes |= {
-            f"{prefix}.attention.wq.weight": (q_out, dim),
-            f"{prefix}.attention.wk.weight": (kv_out, dim),
-            f"{prefix}.attention.wv.weight": (kv_out, dim),
-            f"{prefix}.attention.wo.weight": (dim, q_out),
-            f"{prefix}.feed_forward.w1.weight": (hidden, dim),
-            f"{prefix}.feed_forward.w2.weight": (dim, hidden),
-            f"{prefix}.feed_forward.w3.weight": (hidden, dim),
-            f"{prefix}.attention_norm.weight": (dim,),
-            f"{prefix}.ffn_norm.weight": (dim,),
-        }
-    shapes |= {"norm.weight": (dim,), "output.weight": (VOCAB_SIZE, dim)}
-    save_seeded_weights(path, shapes, _SEED)

@@ -234,13 +234,6 @@ EXAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
 }
 
-# Mistral Small 4 on Mistral's native path takes no images: its page's text requests.
-EXAMPLES["mistral-small-4-119b-2603-tiny-tekken"] = [
-    example
-    for example in EXAMPLES["mistral-small-4-119b-2603-tiny"]
-    if example[0] in {"reasoning high stream", "reasoning none", "text only stream"}
-]
-
 # The LangChain example of each page: (served model, content parts, extra ChatOpenAI kwargs).
 IMAGE_QUESTION_PARTS = image_question(BOARDWALK_JPG)[0]["content"]
 LANGCHAIN: dict[str, tuple[str, list[dict[str, Any]], dict[str, Any]]] = {
@@ -261,7 +254,6 @@ LANGCHAIN: dict[str, tuple[str, list[dict[str, Any]], dict[str, Any]]] = {
     ),
 }
 SERVED = {
-    "mistral-small-4-119b-2603-tiny-tekken": SMALL4,
     "mistral-large-3-675b-instruct-2512-tiny": LARGE3,
     "mistral-small-4-119b-2603-tiny": SMALL4,
     "qwen3.5-397b-a17b-tiny": QWEN,

@@ -133,7 +133,9 @@ def test_model_source_resolution(store, tmp_path):
 
 def test_unknown_builtin_model_lists_the_builtin_ones(store):
     profile = store.get("tiny").model_copy(update={"model": "builtin:tiny-nope"})
-    with pytest.raises(ConfigError, match="unknown model 'builtin:tiny-nope'.*builtin:tiny-tekken"):
+    with pytest.raises(
+        ConfigError, match="unknown model 'builtin:tiny-nope'.*builtin:tiny-mistral-small4"
+    ):
         resolve_model_source(profile, NimSettings())
 
 

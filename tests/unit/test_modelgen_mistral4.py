@@ -97,6 +97,9 @@ def test_tokenizer_is_v15_with_an_image_encoder(tokenizer: Any) -> None:
     assert instruct.tokenizer.version == TokenizerVersion.v15
     assert isinstance(instruct.mm_encoder, ImageEncoder)
     assert instruct.tokenizer.n_words == 1024
+    assert instruct.tokenizer.get_control_token("[TOOL_CALLS]") == control_token_id("[TOOL_CALLS]")
+    with pytest.raises(KeyError):
+        control_token_id("[NOPE]")
 
 
 def encode(tokenizer: Any, content: Any, **request: Any) -> Any:

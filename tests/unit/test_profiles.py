@@ -64,7 +64,6 @@ def test_shipped_profiles_carry_the_seed_facts(store):
     assert {p.name for p in store} == {
         *SEED_PROFILES,
         *(f"{n}-tiny" for n in SEED_PROFILES),
-        "mistral-small-4-119b-2603-tiny-tekken",
         "mistral-large-3-675b-instruct-2512-h100-2node",
         "tiny",
     }
@@ -94,6 +93,14 @@ def test_cpu_twins_keep_what_clients_see(store, seed):
     assert twin.model.startswith("builtin:") and twin.model.removeprefix("builtin:") in BUILTINS
     assert twin.hardware.gpus == 0 and fit(twin, []).ok
     assert twin.engine_args["tensor_parallel_size"] == 1
+
+
+def test_small4_twin_keeps_mistral_native_serving(store):
+    """The twin is a checkpoint in Mistral's format: the seed's loading arguments must hold."""
+    seed, twin = store.get("mistral-small-4-119b-2603"), store.get("mistral-small-4-119b-2603-tiny")
+    for arg in ("tokenizer_mode", "config_format", "load_format"):
+        assert twin.engine_args[arg] == seed.engine_args[arg] == "mistral"
+    assert twin.model == "builtin:tiny-mistral-small4"
 
 
 def test_seed_rules(store):
