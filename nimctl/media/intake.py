@@ -202,7 +202,10 @@ class MediaIntake:
                         item.where,
                     ) from None
                 raise MediaError(item.where, exc.reason, exc.problem, exc.fix) from None
-            _replace_with_image(item.part, image, blob)
+            if profile.engine_args.get("tokenizer_mode") == "mistral":
+                _replace_with_data_url(item.part, image, blob)
+            else:
+                _replace_with_image(item.part, image, blob)
             return None
         try:
             info = inspect_video(blob)
@@ -274,15 +277,32 @@ def _replace_with_image(part: dict[str, Any], image: Any, encoded: bytes) -> Non
     of sha256; a JPEG a tenth of that); computed here, on the decoding worker thread, it runs
     beside the other images' work. A client-given uuid is kept.
     """
-    uuid = part.get("uuid")
+    uuid = _cache_uuid(part, encoded)
     part.clear()
-    part.update(
-        {
-            "type": "image_pil",
-            "image_pil": image,
-            "uuid": uuid if uuid is not None else f"sha256:{hashlib.sha256(encoded).hexdigest()}",
-        }
-    )
+    part.update({"type": "image_pil", "image_pil": image, "uuid": uuid})
+
+
+def _replace_with_data_url(part: dict[str, Any], image: Any, encoded: bytes) -> None:
+    """The image part for a Mistral tokenizer (`tokenizer_mode: mistral`): the checked bytes as
+    a data: URL, with the same cache uuid.
+
+    vLLM's Mistral renderer hands the request's own messages to mistral_common, which counts
+    the image tokens from the images itself and knows no `image_pil` part (every image request
+    would fail with "'image_pil' is not a valid ChunkTypes"). A data: URL is a part both take,
+    and neither fetches anything for it; each decodes the image once more.
+    """
+    from PIL import Image
+
+    uuid = _cache_uuid(part, encoded)
+    mime = Image.MIME.get(image.format or "", "image/png")
+    url = f"data:{mime};base64,{pybase64.b64encode(encoded).decode()}"
+    part.clear()
+    part.update({"type": "image_url", "image_url": {"url": url}, "uuid": uuid})
+
+
+def _cache_uuid(part: dict[str, Any], encoded: bytes) -> str:
+    uuid = part.get("uuid")
+    return uuid if uuid is not None else f"sha256:{hashlib.sha256(encoded).hexdigest()}"
 
 
 def _check_sampling(payload: dict[str, Any], infos: list[VideoInfo]) -> None:

@@ -111,6 +111,25 @@ async def test_url_image_is_fetched_once_with_the_image_cap(store):
     assert payload["messages"][0]["content"][1]["type"] == "image_pil"
 
 
+async def test_a_mistral_tokenizer_gets_the_checked_bytes_as_a_data_url(store):
+    """vLLM hands a Mistral tokenizer the request's own parts, and mistral_common knows no
+    image_pil part: it gets a data: URL of the bytes checked here, never a URL to fetch."""
+    from mistral_common.protocol.instruct.messages import UserMessage
+
+    jpeg = image_bytes("JPEG", (40, 30))
+    payload = request(image("https://img.example/a.jpg"))
+    await resolve(
+        store, payload, {"https://img.example/a.jpg": jpeg}, "mistral-small-4-119b-2603-tiny"
+    )
+    part = payload["messages"][0]["content"][1]
+    assert part["type"] == "image_url"
+    assert part["uuid"] == f"sha256:{hashlib.sha256(jpeg).hexdigest()}"
+    head, data = part["image_url"]["url"].split(",", 1)
+    assert head == "data:image/jpeg;base64" and base64.b64decode(data) == jpeg
+    message = UserMessage.from_openai(payload["messages"][0])
+    assert type(message.content[1]).__name__ == "ImageURLChunk"
+
+
 async def test_whitespace_in_base64_is_tolerated(store):
     url = image_data_url("PNG")
     head, data = url.split(",", 1)
