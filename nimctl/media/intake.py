@@ -2,7 +2,8 @@
 bytes, checked, and handed to vLLM in a form it will not fetch or decode again.
 
 - Images become loaded Pillow images (`image_pil` parts, which vLLM's chat layer takes as they
-  are): base64 is decoded once, the image is decoded once, nothing is re-encoded.
+  are): base64 is decoded once, the image is decoded once, nothing is re-encoded. With a Mistral
+  tokenizer, which renders the request's own parts, they become data: URLs of the checked bytes.
 - Videos stay `video_url` parts with a `data:` URL (the client's own, or one made from fetched
   bytes), after their container, size, frame count and frame rate have been checked.
 
