@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from nimctl.modelgen.mistral4 import mistral4_model_dir
 from nimctl.modelgen.tekken import control_token_id
 from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
@@ -28,6 +30,8 @@ from tests.e2e.server import E2E_CACHE
 from tests.e2e.test_twin_mistral_large3 import TOOLS
 from tests.support.media import image_data_url
 
+# Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
+pytestmark = pytest.mark.real_twin
 PROFILE = "mistral-small-4-119b-2603-tiny"
 QUESTION = [{"role": "user", "content": "If a train leaves at 3pm at 60mph, when...?"}]
 HI = [{"role": "user", "content": "hi"}]

@@ -29,6 +29,8 @@ from tests.e2e.test_twin_mistral_large3 import TOOLS
 from tests.support.image_server import ImageServer
 from tests.support.media import video_bytes, video_data_url
 
+# Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
+pytestmark = pytest.mark.real_twin
 PROFILE = "qwen3.5-397b-a17b-tiny"
 ENV = {"NIM_MAX_VIDEOS_PER_PROMPT": "1", "NIM_MEDIA_ALLOWLIST": "127.0.0.1"}
 HI = [{"role": "user", "content": "Hello"}]
