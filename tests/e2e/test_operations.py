@@ -71,7 +71,7 @@ def test_dropped_streams_abort_their_engine_requests(tiny_server):
 
     def client(index: int) -> None:
         with httpx.stream(
-            "POST", f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=60
+            "POST", f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=300
         ) as response:
             for _ in response.iter_lines():  # reading all along, as a live client does
                 lines[index] += 1
@@ -81,14 +81,16 @@ def test_dropped_streams_abort_their_engine_requests(tiny_server):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: min(lines) >= 2, 60)
+    # Deadlines, not measurements: a CI-sized run once saw this process take 53 s to open six
+    # of the eight streams while the machine was loaded (the server answered at once).
+    wait_for(lambda: min(lines) >= 2, 300)
     assert running_requests(tiny_server) >= 1
     hang_up.set()
     for thread in threads:
-        thread.join(30)
+        thread.join(120)
     # The time is reported, not asserted (shared machines are noisy); what is asserted is that
     # the work stopped long before its natural end.
-    took = wait_for(lambda: running_requests(tiny_server) == 0, 15.0)
+    took = wait_for(lambda: running_requests(tiny_server) == 0, 120.0)
     tokens = generated(tiny_server) - before
     assert tokens < 8 * 8000 - 1000, "the streams ran to their end instead of being aborted"
     print(
@@ -109,8 +111,8 @@ def test_dropped_non_stream_request_is_aborted(tiny_server):
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        wait_for(lambda: running_requests(tiny_server) == 1, 30.0)
-    wait_for(lambda: running_requests(tiny_server) == 0, 15.0)
+        wait_for(lambda: running_requests(tiny_server) == 1, 120.0)
+    wait_for(lambda: running_requests(tiny_server) == 0, 120.0)
     assert generated(tiny_server) - before < 8000 - 500, "it ran to its end"
 
 
@@ -233,7 +235,7 @@ def test_sigterm_lets_streams_finish_then_exits_0(jsonl_server):
         reader.start()
     try:
         for _ in readers:
-            assert started.acquire(timeout=60)
+            assert started.acquire(timeout=300)
         jsonl_server.process.send_signal(signal.SIGTERM)
         ready_url = f"{jsonl_server.base_url}/v1/health/ready"
         wait_for(lambda: httpx.get(ready_url, timeout=60).status_code == 503, 120.0)
@@ -323,7 +325,7 @@ def test_killed_engine_turns_ready_503_and_exits_non_zero(mtls_server, certs):
             except httpx.TransportError:
                 return mtls_server.process.poll() is not None  # already gone: also not ready
 
-        took = wait_for(not_ready, 15.0)
+        took = wait_for(not_ready, 60.0)
     code = mtls_server.process.wait(30)
     print(
         f"\nready 503 {took:.2f} s after the engine was killed; exit {code} after "
