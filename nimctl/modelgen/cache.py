@@ -22,6 +22,12 @@ BUILDING_PREFIX = ".building-"
 STALE_BUILD_SECONDS = 3600.0
 
 
+def versioned_dir(cache_dir: Path, name: str, version: int) -> Path:
+    """Where generated model `name` lives: versioned, so a recipe change never reuses a model
+    built by an older recipe."""
+    return Path(cache_dir) / "models" / f"{name}-v{version}"
+
+
 def ensure_built(
     target: Path,
     build: Callable[[Path], None],

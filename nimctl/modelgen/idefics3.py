@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nimctl.modelgen.bpe import train_bpe
-from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.cache import ensure_built, versioned_dir
 from nimctl.modelgen.files import save_pretrained_quietly, write_license
 
 if TYPE_CHECKING:
@@ -298,7 +298,7 @@ _REQUIRED_FILES = (
 def tiny_model_dir(cache_dir: Path, dialect: str = "idefics3") -> Path:
     """Versioned path, so a recipe change never reuses a model built by an older recipe."""
     suffix = "" if dialect == "idefics3" else f"-{dialect}"
-    return Path(cache_dir) / "models" / f"{TINY_MODEL_NAME}{suffix}-v{TINY_MODEL_VERSION}"
+    return versioned_dir(cache_dir, f"{TINY_MODEL_NAME}{suffix}", TINY_MODEL_VERSION)
 
 
 def ensure_tiny_model(cache_dir: Path, dialect: str = "idefics3") -> Path:

@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.cache import ensure_built, versioned_dir
 from nimctl.modelgen.files import save_seeded_weights, write_license
 from nimctl.modelgen.tekken import VOCAB_SIZE, control_token_id, write_tekken
 
@@ -125,8 +125,7 @@ _REQUIRED_FILES = ("tekken.json", "params.json", "consolidated.safetensors", "LI
 
 
 def mistral4_model_dir(cache_dir: Path) -> Path:
-    """Versioned path, so a recipe change never reuses a model built by an older recipe."""
-    return Path(cache_dir) / "models" / f"{MISTRAL4_MODEL_NAME}-v{MISTRAL4_MODEL_VERSION}"
+    return versioned_dir(cache_dir, MISTRAL4_MODEL_NAME, MISTRAL4_MODEL_VERSION)
 
 
 def ensure_mistral4_model(cache_dir: Path) -> Path:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nimctl.modelgen.bpe import train_bpe
-from nimctl.modelgen.cache import ensure_built
+from nimctl.modelgen.cache import ensure_built, versioned_dir
 from nimctl.modelgen.files import save_pretrained_quietly, write_license
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def chat_template() -> str:
 
 
 def qwen35_model_dir(cache_dir: Path) -> Path:
-    return Path(cache_dir) / "models" / f"{QWEN35_MODEL_NAME}-v{QWEN35_MODEL_VERSION}"
+    return versioned_dir(cache_dir, QWEN35_MODEL_NAME, QWEN35_MODEL_VERSION)
 
 
 def ensure_qwen35_model(cache_dir: Path) -> Path:
