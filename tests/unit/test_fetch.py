@@ -561,9 +561,7 @@ async def test_size_cap_large_bodies(
     server.large("/big", 50 * 2**20, content_length=content_length)  # 50 MiB, never held
     server.large("/small", 100_000, content_length=content_length)
     f = fetcher()
-    started = time.monotonic()
     assert (await refused(f, server.url("/big"), 1_000_000)).reason == "too_large"
-    assert time.monotonic() - started < 2
     assert len(await f.fetch(server.url("/small"), 100_000)) == 100_000
     assert (await refused(f, server.url("/small"), 99_999)).reason == "too_large"
 
@@ -591,7 +589,9 @@ async def test_trickle_hits_total_deadline(
     error = await refused(f, server.url("/slow"))
     elapsed = time.monotonic() - started
     assert error.reason == "timeout"
-    assert 0.4 < elapsed < 1.5
+    # The whole body would take 100 s and each byte comes within the read timeout, so only the
+    # total deadline can have ended it (the upper bound is a deadline, not a measurement).
+    assert 0.4 < elapsed < 50
 
 
 async def test_read_timeout_retried_then_reported(
@@ -633,11 +633,12 @@ async def test_429_honours_retry_after(
 async def test_retry_after_beyond_deadline_gives_up_at_once(
     fetcher: Callable[..., MediaFetcher], server: ImageServer
 ) -> None:
-    server.route("/later.png", PNG, statuses=[(429, {"Retry-After": "60"}), 200])
+    server.route("/later.png", PNG, statuses=[(429, {"Retry-After": "120"}), 200])
     started = time.monotonic()
-    error = await refused(fetcher(local(total_timeout_s=2.0)), server.url("/later.png"))
+    error = await refused(fetcher(local(total_timeout_s=60.0)), server.url("/later.png"))
     assert (error.reason, "HTTP 429" in error.message) == ("http_status", True)
-    assert time.monotonic() - started < 0.5
+    # Retry-After 120 s is past the 60 s deadline: sleeping would take all of it.
+    assert time.monotonic() - started < 30
     assert server.count("/later.png") == 1
 
 
@@ -680,7 +681,7 @@ async def test_slow_dns_is_bounded_by_the_connect_timeout(
     started = time.monotonic()
     error = await refused(fetcher(local(connect_timeout_s=0.2), resolver=hanging), "http://a.test/")
     assert error.reason == "dns"
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 15  # the lookup alone would take 30 s
 
 
 # -- concurrency and lifecycle -------------------------------------------------------------------
