@@ -34,6 +34,23 @@ TRAINS = (
 FP16_QUESTION = 'How many times more "FP16Tensor Core" does H100 SXM have than H100 NVL?'
 
 
+# One tool for the twins that call tools (its city is an enum, so a random model can finish a call).
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
 def image_question(url: str) -> list[dict[str, Any]]:
     """The pages' first request: text, then the image (Mistral and Qwen pages)."""
     return [

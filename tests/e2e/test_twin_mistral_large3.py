@@ -15,23 +15,9 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import BOARDWALK_JPG, LARGE3, image_question
+from tests.e2e.seeds import BOARDWALK_JPG, LARGE3, TOOLS, image_question
 
 PROFILE = "mistral-large-3-675b-instruct-2512-tiny"
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "Weather in a city",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string", "enum": ["Paris", "Lyon"]}},
-                "required": ["city"],
-            },
-        },
-    }
-]
 
 
 def test_api_reference_health_and_models(twin):

@@ -25,9 +25,8 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import BOARDWALK_JPG, SMALL4, image_question
+from tests.e2e.seeds import BOARDWALK_JPG, SMALL4, TOOLS, image_question
 from tests.e2e.server import E2E_CACHE
-from tests.e2e.test_twin_mistral_large3 import TOOLS
 from tests.support.media import image_data_url
 
 # Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.

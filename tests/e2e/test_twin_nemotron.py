@@ -10,8 +10,7 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import FP16_QUESTION, NEMOTRON, NEMOTRON_IMAGE_FIRST, SPECIFICATIONS_PNG
-from tests.e2e.test_twin_mistral_large3 import TOOLS
+from tests.e2e.seeds import FP16_QUESTION, NEMOTRON, NEMOTRON_IMAGE_FIRST, SPECIFICATIONS_PNG, TOOLS
 from tests.support.media import image_data_url
 
 

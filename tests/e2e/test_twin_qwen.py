@@ -24,8 +24,7 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import BOARDWALK_JPG, QWEN, image_question
-from tests.e2e.test_twin_mistral_large3 import TOOLS
+from tests.e2e.seeds import BOARDWALK_JPG, QWEN, TOOLS, image_question
 from tests.support.image_server import ImageServer
 from tests.support.media import video_bytes, video_data_url
 
