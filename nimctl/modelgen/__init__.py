@@ -24,19 +24,19 @@ class Builtin:
 def _idefics3(cache: Path) -> Path:
     from nimctl.modelgen.idefics3 import ensure_tiny_model
 
-    return ensure_tiny_model(cache, "idefics3")
+    return ensure_tiny_model(cache)
 
 
-def _idefics3_mistral(cache: Path) -> Path:
-    from nimctl.modelgen.idefics3 import ensure_tiny_model
+def _mistral_small4(cache: Path) -> Path:
+    from nimctl.modelgen.mistral import SMALL4, ensure_mistral_model
 
-    return ensure_tiny_model(cache, "mistral")
+    return ensure_mistral_model(cache, SMALL4)
 
 
-def _mistral4(cache: Path) -> Path:
-    from nimctl.modelgen.mistral4 import ensure_mistral4_model
+def _mistral_large3(cache: Path) -> Path:
+    from nimctl.modelgen.mistral import LARGE3, ensure_mistral_model
 
-    return ensure_mistral4_model(cache)
+    return ensure_mistral_model(cache, LARGE3)
 
 
 def _qwen35(cache: Path) -> Path:
@@ -49,11 +49,11 @@ def _qwen35(cache: Path) -> Path:
 # so each is imported only when its model is asked for.
 BUILTINS: dict[str, Builtin] = {
     "tiny-idefics3": Builtin(_idefics3),
-    "tiny-idefics3-mistral": Builtin(_idefics3_mistral),
     "tiny-qwen3.5": Builtin(_qwen35, cpu_torchvision=True),
     # vLLM's pixtral module imports transformers' Pixtral image processor, which imports
     # torchvision, although the native path processes images with mistral_common.
-    "tiny-mistral-small4": Builtin(_mistral4, cpu_torchvision=True),
+    "tiny-mistral-small4": Builtin(_mistral_small4, cpu_torchvision=True),
+    "tiny-mistral-large3": Builtin(_mistral_large3, cpu_torchvision=True),
 }
 
 

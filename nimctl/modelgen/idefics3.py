@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 
 TINY_MODEL_NAME = "nimctl-tiny-idefics3"
 TINY_MODEL_VERSION = 2
-# Chat-template dialects: the same weights and tokenizer, formatted like the model they stand in
-# for. "idefics3" is Idefics3's own User:/Assistant: format (with Qwen-style <think> and hermes
-# tool calls); "mistral" is Mistral's [INST] format with [THINK] and [TOOL_CALLS].
-DIALECTS = ("idefics3", "mistral")
 
 _SEED = 20240601
 
@@ -46,10 +42,9 @@ _GRID = tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
 # the reasoning / tool parsers can see them in the text.
 _THINK = ("<think>", "</think>")
 _TOOL_CALL = ("<tool_call>", "</tool_call>")
-# Mistral's control tokens. The reasoning and tool-call markers stay non-special so that vLLM's
-# mistral parsers find them in the decoded text. There is deliberately no [ARGS]: without it
-# vLLM's mistral tool parser reads the pre-v11 `[TOOL_CALLS][{...}]` format, the one its guided
-# decoding for tool_choice "required" and named produces with a Hugging Face tokenizer.
+# Mistral's control tokens, from when a Mistral-format variant of this model stood in for the
+# Mistral twins (they now run their real architecture, nimctl.modelgen.mistral). They stay in the
+# vocabulary so that this model's token ids, text token counts and cached builds do not change.
 _MISTRAL_SPECIAL = (
     "[INST]",
     "[/INST]",
@@ -213,66 +208,6 @@ Assistant:
 )
 
 
-# Mistral's format: an optional leading system prompt, strict user/assistant alternation (tool
-# calls and results in the assistant's place), [MODEL_SETTINGS] carrying reasoning_effort as
-# Mistral Small 4's tokenizer does. Like Mistral's own templates it refuses other orders.
-_MISTRAL_TEMPLATE = (
-    _RENDER_CONTENT
-    + r"""
-{%- set alternation = 'After the optional system message, conversation roles must alternate '
-    ~ 'user and assistant roles except for tool calls and results.' -%}
-{%- if messages and messages[0]['role'] == 'system' -%}
-{%- set system = messages[0]['content'] -%}
-{%- set loop_messages = messages[1:] -%}
-{%- else -%}
-{%- set system = none -%}
-{%- set loop_messages = messages -%}
-{%- endif -%}
-{{- bos_token -}}
-{%- if system is not none -%}[SYSTEM_PROMPT]{{ render_content(system) }}[/SYSTEM_PROMPT]
-{%- endif -%}
-{%- if reasoning_effort is defined and reasoning_effort -%}
-[MODEL_SETTINGS]{"reasoning_effort": {{ reasoning_effort | tojson }}}[/MODEL_SETTINGS]
-{%- endif -%}
-{%- if tools -%}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]
-{%- endif -%}
-{%- set ns = namespace(previous='') -%}
-{%- for message in loop_messages -%}
-{%- set role = message['role'] -%}
-{%- set calls = message['tool_calls'] if message['tool_calls'] is defined else none -%}
-{%- if role == 'user' -%}
-{%- if ns.previous not in ['', 'assistant'] -%}{{- raise_exception(alternation) -}}{%- endif -%}
-[INST]{{ render_content(message['content']) }}[/INST]
-{%- elif role == 'assistant' -%}
-{%- if ns.previous not in ['user', 'tool'] -%}{{- raise_exception(alternation) -}}{%- endif -%}
-{{- render_content(message['content']) -}}
-{%- if calls -%}[TOOL_CALLS][
-{%- for call in calls -%}
-{%- set call = call['function'] if call['function'] is defined else call -%}
-{"name": {{ call['name'] | tojson }}, "arguments": {% if call['arguments'] is string -%}
-{{- call['arguments'] -}}
-{%- else -%}
-{{- call['arguments'] | tojson -}}
-{%- endif -%}
-}{%- if not loop.last -%}, {% endif -%}
-{%- endfor -%}
-]{%- endif -%}
-{%- if not loop.last -%}{{ eos_token }}{%- endif -%}
-{%- elif role == 'tool' -%}
-{%- if ns.previous not in ['assistant_calls', 'tool'] -%}{{- raise_exception(alternation) -}}
-{%- endif -%}
-[TOOL_RESULTS]{{ render_content(message['content']) }}[/TOOL_RESULTS]
-{%- elif role == 'system' -%}
-{{- raise_exception('A system message is only allowed as the first message.') -}}
-{%- else -%}
-{{- raise_exception('Unknown message role "' ~ role ~ '"; this model supports system, user, '
-    ~ 'assistant and tool.') -}}
-{%- endif -%}
-{%- set ns.previous = 'assistant_calls' if role == 'assistant' and calls else role -%}
-{%- endfor -%}
-"""
-)
-
 _LICENSE_TITLE = "nimctl tiny Idefics3 test model (generated)"
 _LICENSE_TEXT = """\
 This directory was generated offline by nimctl (nimctl.modelgen.idefics3). It contains a
@@ -295,32 +230,28 @@ _REQUIRED_FILES = (
 )
 
 
-def tiny_model_dir(cache_dir: Path, dialect: str = "idefics3") -> Path:
+def tiny_model_dir(cache_dir: Path) -> Path:
     """Versioned path, so a recipe change never reuses a model built by an older recipe."""
-    suffix = "" if dialect == "idefics3" else f"-{dialect}"
-    return versioned_dir(cache_dir, f"{TINY_MODEL_NAME}{suffix}", TINY_MODEL_VERSION)
+    return versioned_dir(cache_dir, TINY_MODEL_NAME, TINY_MODEL_VERSION)
 
 
-def ensure_tiny_model(cache_dir: Path, dialect: str = "idefics3") -> Path:
+def ensure_tiny_model(cache_dir: Path) -> Path:
     """Return the model directory, building it first if it is absent or incomplete.
 
     Seeds are fixed: every build yields byte-identical weights and tokenizer.
     """
-    if dialect not in DIALECTS:
-        raise ValueError(f"unknown tiny model dialect {dialect!r}; known: {', '.join(DIALECTS)}")
     return ensure_built(
-        tiny_model_dir(cache_dir, dialect),
-        lambda out: _build(out, dialect),
+        tiny_model_dir(cache_dir),
+        _build,
         version=TINY_MODEL_VERSION,
         required=_REQUIRED_FILES,
-        marker={"name": TINY_MODEL_NAME, "dialect": dialect},
+        marker={"name": TINY_MODEL_NAME, "dialect": "idefics3"},
     )
 
 
-def _build(out: Path, dialect: str) -> None:
+def _build(out: Path) -> None:
     tokenizer = _build_tokenizer()
-    template = _MISTRAL_TEMPLATE if dialect == "mistral" else _IDEFICS3_TEMPLATE
-    _save_processor(tokenizer, out, template)
+    _save_processor(tokenizer, out, _IDEFICS3_TEMPLATE)
     _save_model(tokenizer, out)
     write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
 

@@ -3,9 +3,10 @@
 Mistral's checkpoints are served with `tokenizer_mode=mistral`: mistral_common, not a Jinja
 template, renders each prompt from `tekken.json` (its own validation errors, `reasoning_effort` as
 model settings, images as [IMG] grids, [THINK] and [TOOL_CALLS] as control tokens, the grammar
-that constrains tool choice). This writes such a file offline: Tekken v15 (the version of Mistral
-Small 4, whose model settings take a reasoning effort of "none" or "high"), Mistral's control
-tokens at their usual ranks, and a byte-level BPE learned from a few sentences written for
+that constrains tool choice). This writes such a file offline at the version the real model's
+file has (v15 for Mistral Small 4, whose model settings take a reasoning effort of "none" or
+"high"; v13, with no model settings, for the instruct Mistral Large 3), Mistral's control tokens
+at their usual ranks, and a byte-level BPE learned from a few sentences written for
 nimctl, since the real 131k-id vocabulary is not available offline. Everything is deterministic.
 """
 
@@ -17,9 +18,10 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-# The highest version mistral_common knows that carries model settings (reasoning_effort);
-# vLLM forwards `reasoning_effort` to the tokenizer only from version 15 on.
-_TOKENIZER_VERSION = "v15"
+# The versions nimctl writes. Model settings (reasoning_effort) exist from v15 on, and vLLM
+# forwards `reasoning_effort` to the tokenizer only from version 15.
+VERSIONS = ("v13", "v15")
+_SETTINGS_FROM = "v15"
 # Real Tekken files reserve 1000 special ranks; 64 keeps the vocabulary (and the embedding)
 # small. 64 + 256 bytes + 704 merges = 1024 ids, a multiple of 64, so every id the random
 # model may sample decodes to a real token and no embedding row is padding.
@@ -142,14 +144,16 @@ def control_token_id(token: str) -> int:
     raise KeyError(token)
 
 
-def write_tekken(out: Path, image: dict[str, int] | None = None) -> None:
+def write_tekken(out: Path, version: str, image: dict[str, int] | None = None) -> None:
     """Write `out/tekken.json` (with an image section if given) and load it back as vLLM will.
 
     The one tokenizer of nimctl's Mistral-native models; see `_SPECIAL_BY_RANK` for its ids.
     """
-    tekken = _tekken_json(_learn_merges(_CORPUS, _NUM_MERGES), image)
+    if version not in VERSIONS:
+        raise ValueError(f"Tekken {version!r}: nimctl writes {', '.join(VERSIONS)}")
+    tekken = _tekken_json(_learn_merges(_CORPUS, _NUM_MERGES), version, image)
     (out / "tekken.json").write_text(json.dumps(tekken, ensure_ascii=False), encoding="utf-8")
-    _check_tokenizer(out / "tekken.json", image=image is not None)
+    _check_tokenizer(out / "tekken.json", version, image=image is not None)
 
 
 def _learn_merges(corpus: tuple[str, ...], count: int) -> list[bytes]:
@@ -192,7 +196,9 @@ def _learn_merges(corpus: tuple[str, ...], count: int) -> list[bytes]:
     return merges
 
 
-def _tekken_json(merges: list[bytes], image: dict[str, int] | None = None) -> dict[str, Any]:
+def _tekken_json(
+    merges: list[bytes], version: str, image: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The tekken.json layout that mistral_common's Tekkenizer.from_file reads. `image`: the
     section that gives the tokenizer an image encoder ([IMG] tokens per patch grid)."""
     vocab = []
@@ -222,11 +228,13 @@ def _tekken_json(merges: list[bytes], image: dict[str, int] | None = None) -> di
             "num_vocab_tokens": len(vocab),
             "default_vocab_size": VOCAB_SIZE,
             "default_num_special_tokens": _NUM_SPECIAL,
-            "version": _TOKENIZER_VERSION,
+            "version": version,
         },
         "vocab": vocab,
         "special_tokens": special,
-        "model_settings_builder": _MODEL_SETTINGS_BUILDER,
+        **(
+            {"model_settings_builder": _MODEL_SETTINGS_BUILDER} if version >= _SETTINGS_FROM else {}
+        ),
         "version": 1,
         "type": "Tekken",
     }
@@ -235,15 +243,15 @@ def _tekken_json(merges: list[bytes], image: dict[str, int] | None = None) -> di
     return tekken
 
 
-def _check_tokenizer(path: Path, image: bool) -> None:
+def _check_tokenizer(path: Path, version: str, image: bool) -> None:
     """Load the file the way vLLM will, so a broken recipe fails the build, not the server."""
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
     tokenizer = MistralTokenizer.from_file(path)
     inner = tokenizer.instruct_tokenizer.tokenizer
-    if inner.n_words != VOCAB_SIZE or inner.version.value != _TOKENIZER_VERSION:
+    if inner.n_words != VOCAB_SIZE or inner.version.value != version:
         raise RuntimeError(f"unexpected tokenizer {inner.version.value}, {inner.n_words} ids")
-    if inner.model_settings_builder is None:
-        raise RuntimeError("the tokenizer lost its model settings builder")
+    if (inner.model_settings_builder is not None) != (version >= _SETTINGS_FROM):
+        raise RuntimeError(f"Tekken {version}: model settings were not read as written")
     if image != (tokenizer.instruct_tokenizer.mm_encoder is not None):
         raise RuntimeError(f"expected an image encoder: {image}, got the opposite")

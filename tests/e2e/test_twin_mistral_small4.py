@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from nimctl.modelgen.mistral4 import mistral4_model_dir
+from nimctl.modelgen.mistral import SMALL4 as SMALL4_TWIN
 from nimctl.modelgen.tekken import control_token_id
 from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
@@ -61,7 +61,7 @@ def whitespace_ids() -> list[int]:
     from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-    path = mistral4_model_dir(E2E_CACHE) / "tekken.json"
+    path = SMALL4_TWIN.model_dir(E2E_CACHE) / "tekken.json"
     tekken = MistralTokenizer.from_file(str(path)).instruct_tokenizer.tokenizer
     pieces = range(tekken.num_special_tokens, tekken.n_words)
     return [i for i in pieces if not tekken.id_to_byte_piece(i, SpecialTokenPolicy.KEEP).strip()]

@@ -89,31 +89,3 @@ def test_chat_template_renders_images_tools_and_thinking(model_dir):
         messages, tools=tools, tokenize=False, add_generation_prompt=True
     )
     assert "<tools>" in with_tools and "get_weather" in with_tools
-
-
-def test_mistral_dialect_renders_mistral_format(tmp_path):
-    from transformers import AutoTokenizer
-
-    mistral = ensure_tiny_model(tmp_path, "mistral")
-    assert mistral.name.endswith("-mistral-v2")
-    tokenizer = AutoTokenizer.from_pretrained(mistral)
-    call = {"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
-    messages = [
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]},
-        {"role": "assistant", "content": "", "tool_calls": [call]},
-        {"role": "tool", "content": "42"},
-    ]
-    prompt = tokenizer.apply_chat_template(messages, tokenize=False, reasoning_effort="high")
-    assert prompt == (
-        '<|begin_of_text|>[SYSTEM_PROMPT]sys[/SYSTEM_PROMPT][MODEL_SETTINGS]{"reasoning_effort": '
-        '"high"}[/MODEL_SETTINGS][INST]<image>hi[/INST][TOOL_CALLS][{"name": "f", "arguments": '
-        '{"a": 1}}]<end_of_utterance>[TOOL_RESULTS]42[/TOOL_RESULTS]'
-    )
-    with pytest.raises(Exception, match="roles must alternate"):
-        tokenizer.apply_chat_template([{"role": "user", "content": "a"}] * 2, tokenize=False)
-
-
-def test_unknown_dialect(tmp_path):
-    with pytest.raises(ValueError, match="unknown tiny model dialect"):
-        ensure_tiny_model(tmp_path, "klingon")

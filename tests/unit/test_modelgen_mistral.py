@@ -1,4 +1,5 @@
-"""The tiny Mistral Small 4 twin: files that mistral_common and vLLM's Mistral-native loaders take.
+"""The tiny Mistral Small 4 and Large 3 twins: files that mistral_common and vLLM's Mistral-native
+loaders take.
 
 vLLM itself is not imported (its model modules pull in torch kernels and, for Pixtral,
 torchvision); its loaders' name mappings are read from its source instead, so a vLLM upgrade that
@@ -19,15 +20,20 @@ from typing import Any
 import pytest
 
 from nimctl.modelgen import BUILTINS
-from nimctl.modelgen.mistral4 import ensure_mistral4_model, mistral4_model_dir
+from nimctl.modelgen.mistral import LARGE3, SMALL4, MistralTwin, ensure_mistral_model
 from nimctl.modelgen.tekken import control_token_id
 
 IMG, BREAK, END = (control_token_id(t) for t in ("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
 
 
+@pytest.fixture(scope="module", params=[SMALL4, LARGE3], ids=["small4", "large3"])
+def twin(request: pytest.FixtureRequest) -> MistralTwin:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_mistral4_model(tmp_path_factory.mktemp("cache"))
+def model_dir(twin: MistralTwin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_mistral_model(tmp_path_factory.mktemp("cache"), twin)
 
 
 @pytest.fixture(scope="module")
@@ -72,16 +78,18 @@ def literal(source: str, name: str) -> Any:
     raise AssertionError(f"{name} is not in the source")
 
 
-def test_builtin_and_files(model_dir: Path) -> None:
-    assert BUILTINS["tiny-mistral-small4"].cpu_torchvision  # vLLM's pixtral module needs it
-    assert model_dir == mistral4_model_dir(model_dir.parents[1])
+def test_builtin_and_files(twin: MistralTwin, model_dir: Path) -> None:
+    # vLLM's pixtral module needs the CPU torchvision workaround.
+    assert BUILTINS["tiny-mistral-small4"].cpu_torchvision
+    assert BUILTINS["tiny-mistral-large3"].cpu_torchvision
+    assert model_dir == twin.model_dir(model_dir.parents[1])
     for name in ("tekken.json", "params.json", "consolidated.safetensors", "LICENSE"):
         assert (model_dir / name).is_file()
     assert "not trained" in (model_dir / "LICENSE").read_text(encoding="utf-8")
 
 
-def test_deterministic(model_dir: Path, tmp_path: Path) -> None:
-    other = ensure_mistral4_model(tmp_path)
+def test_deterministic(twin: MistralTwin, model_dir: Path, tmp_path: Path) -> None:
+    other = ensure_mistral_model(tmp_path, twin)
     for name in ("tekken.json", "params.json", "consolidated.safetensors", "LICENSE"):
         assert (
             hashlib.sha256((other / name).read_bytes()).hexdigest()
@@ -89,15 +97,23 @@ def test_deterministic(model_dir: Path, tmp_path: Path) -> None:
         ), name
 
 
-def test_tokenizer_is_v15_with_an_image_encoder(tokenizer: Any) -> None:
+def test_twins_differ_where_the_real_models_do() -> None:
+    assert (SMALL4.tokenizer_version, LARGE3.tokenizer_version) == ("v15", "v13")
+    assert SMALL4.name != LARGE3.name
+    assert SMALL4.params["moe"]["first_k_dense_replace"] == 0
+    assert LARGE3.params["moe"]["first_k_dense_replace"] == 1  # DeepSeek-V3's dense first layers
+    assert LARGE3.params["moe"]["num_expert_groups"] == 2  # routed by group
+
+
+def test_tokenizer_version_with_an_image_encoder(twin: MistralTwin, tokenizer: Any) -> None:
     from mistral_common.tokens.tokenizers.base import TokenizerVersion
     from mistral_common.tokens.tokenizers.image import ImageEncoder
 
     instruct = tokenizer.instruct_tokenizer
-    assert instruct.tokenizer.version == TokenizerVersion.v15
+    assert instruct.tokenizer.version == TokenizerVersion(twin.tokenizer_version)
     assert isinstance(instruct.mm_encoder, ImageEncoder)
     assert instruct.tokenizer.n_words == 1024
-    assert instruct.tokenizer.get_control_token("[TOOL_CALLS]") == control_token_id("[TOOL_CALLS]")
+    assert instruct.tokenizer.get_special_token("[TOOL_CALLS]") == control_token_id("[TOOL_CALLS]")
     with pytest.raises(KeyError):
         control_token_id("[NOPE]")
 
@@ -137,8 +153,11 @@ def test_images_become_the_merged_patch_grid(tokenizer: Any) -> None:
     assert grid == [IMG, IMG, END]
 
 
-def test_reasoning_effort_is_rendered_as_model_settings(tokenizer: Any) -> None:
+def test_reasoning_effort_is_rendered_as_model_settings(twin: MistralTwin, tokenizer: Any) -> None:
     from pydantic import ValidationError
+
+    if twin is LARGE3:
+        pytest.skip("an instruct model: see test_an_instruct_model_refuses_reasoning_effort")
 
     high = encode(tokenizer, "hi", reasoning_effort="high")
     none = encode(tokenizer, "hi", reasoning_effort="none")
@@ -150,12 +169,23 @@ def test_reasoning_effort_is_rendered_as_model_settings(tokenizer: Any) -> None:
         encode(tokenizer, "hi", reasoning_effort="low")
 
 
+def test_an_instruct_model_refuses_reasoning_effort(twin: MistralTwin, tokenizer: Any) -> None:
+    from mistral_common.exceptions import InvalidRequestException
+
+    if twin is SMALL4:
+        pytest.skip("a reasoning model")
+    assert tokenizer.instruct_tokenizer.tokenizer.model_settings_builder is None
+    with pytest.raises(InvalidRequestException, match="reasoning_effort"):
+        encode(tokenizer, "hi", reasoning_effort="high")
+    assert text(tokenizer, encode(tokenizer, "hi")) == "<s>[INST]hi[/INST]"
+
+
 def test_params_make_vllm_choose_pixtral_over_mistral_large3(params: dict[str, Any]) -> None:
     """The keys vLLM's adapt_config_dict reads to pick the real model's classes."""
     assert params["qk_nope_head_dim"] and params["moe"]["num_shared_experts"] > 0  # MLA + MoE
     assert set(params["llama_4_scaling"]) >= {"original_max_position_embeddings", "beta"}
     assert params["yarn"]["apply_scale"] is False
-    # vLLM's CPU MLA decode kernel handles only a 512 + 64 latent (see nimctl.modelgen.mistral4).
+    # vLLM's CPU MLA decode kernel handles only a 512 + 64 latent (see nimctl.modelgen.mistral).
     assert params["kv_lora_rank"] == 512 and params["qk_rope_head_dim"] == 64
     assert params["max_position_embeddings"] == params["max_seq_len"] == 8192
     vision = params["vision_encoder"]
@@ -274,6 +304,11 @@ def test_shapes_follow_the_config(
     for layer in range(params["n_layers"]):
         for name, shape in mla_shapes(params, layer).items():
             assert tensors[name] == shape, name
+        if layer < moe["first_k_dense_replace"]:
+            assert tensors[f"layers.{layer}.feed_forward.w1.weight"] == (params["hidden_dim"], dim)
+            assert not any(n.startswith(f"layers.{layer}.experts.") for n in tensors)
+            continue
+        assert f"layers.{layer}.feed_forward.w1.weight" not in tensors
         assert tensors[f"layers.{layer}.gate.weight"] == (moe["num_experts"], dim)
         for e in range(moe["num_experts"]):
             assert tensors[f"layers.{layer}.experts.{e}.w2.weight"] == (dim, expert)
@@ -287,4 +322,15 @@ def test_shapes_follow_the_config(
     assert tensors["vision_language_adapter.w_out.weight"] == (dim, dim)
     # adapter_bias false: a bias tensor would be an unexpected weight for vLLM.
     assert not any(n.endswith(".bias") for n in tensors)
-    assert len(tensors) == 68
+    dense = moe["first_k_dense_replace"]
+    moe_layers = params["n_layers"] - dense
+    per_layer = 9  # two norms, seven attention tensors
+    expected = (
+        2
+        + 1  # embeddings and output; final norm
+        + params["n_layers"] * per_layer
+        + dense * 3
+        + moe_layers * (1 + 3 * (1 + moe["num_experts"]))  # gate, shared and routed experts
+        + 15  # vision
+    )
+    assert len(tensors) == expected

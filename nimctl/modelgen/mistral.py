@@ -1,22 +1,31 @@
-"""Offline builder of a tiny twin of Mistral Small 4 (119B 2603) on its real vLLM architecture.
+"""Offline builders of tiny twins of Mistral Small 4 (119B 2603) and Mistral Large 3 (675B 2512)
+on their real vLLM architecture.
 
-The real checkpoint ships in Mistral's native format (`params.json`, `tekken.json`,
-`consolidated.safetensors`) and the seed profile serves it with `tokenizer_mode`, `config_format`
-and `load_format` "mistral". From `params.json` vLLM derives the same classes for this twin as for
-the real model: `PixtralForConditionalGeneration` (a Pixtral vision encoder, patch merger and
-adapter) over `MistralLarge3ForCausalLM` (DeepSeek-V3's MLA attention, a mixture of experts with
-a shared expert, yarn RoPE, Llama 4 attention scaling). mistral_common renders every prompt from
-the Tekken v15 tokenizer: `reasoning_effort` as model settings, images as [IMG] grids, tools and
-[TOOL_CALLS] with its own grammar. So the seed's engine arguments run unchanged.
+Both real checkpoints ship in Mistral's native format (`params.json`, `tekken.json`,
+`consolidated.safetensors`) and their seed profiles serve them with `tokenizer_mode`,
+`config_format` and `load_format` "mistral". From `params.json` vLLM derives the same classes for
+these twins as for the real models: `PixtralForConditionalGeneration` (a Pixtral vision encoder,
+patch merger and adapter) over `MistralLarge3ForCausalLM` (DeepSeek-V3's MLA attention, a mixture
+of experts with a shared expert, yarn RoPE, Llama 4 attention scaling). mistral_common renders
+every prompt from the Tekken tokenizer: images as [IMG] grids, tools and [TOOL_CALLS] with its own
+grammar, and for Small 4 (Tekken v15) `reasoning_effort` as model settings. So the seeds' engine
+arguments run unchanged.
 
-What differs from the real checkpoint, and why:
+The two differ where the real models do: Small 4 is a hybrid reasoning model (Tekken v15, whose
+model settings take a reasoning effort); Large 3 is an instruct model on DeepSeek-V3's geometry
+(Tekken v13, no model settings, so a `reasoning_effort` is refused by the tokenizer; dense layers
+before the experts; experts routed by group). Large 3's real `params.json` could not be read
+offline: its DeepSeek-V3 geometry (dense first layers, grouped routing, latent 512 + 64) is
+likely, not verified, and its Tekken version is inferred from its having no reasoning mode.
 
-- sizes: 2 layers, dim 128, 2 heads, 4 experts top-2 (the real one: 36 layers, dim 4096,
-  32 heads, 128 experts top-4), small enough to build in seconds and run on 2 CPU cores;
-- `kv_lora_rank` 512, not the real 256: vLLM's CPU MLA decode kernel is compiled only for a
-  576-wide latent (512 + rope 64). With 256 the server starts and reports healthy, then its
-  engine dies at the first decoded token ("Unsupported block size: 16");
-- yarn over 4096 positions with factor 2 (the real one: 128 over 8192), for an 8192 context;
+What differs from the real checkpoints, and why:
+
+- sizes: 2 layers, dim 128, 2 heads, 4 experts top-2 (Small 4: 36 layers, dim 4096, 32 heads,
+  128 experts top-4), small enough to build in seconds and run on 2 CPU cores;
+- `kv_lora_rank` 512 for both, where the real Small 4 has 256: vLLM's CPU MLA decode kernel is
+  compiled only for a 576-wide latent (512 + rope 64). With 256 the server starts and reports
+  healthy, then its engine dies at the first decoded token ("Unsupported block size: 16");
+- yarn over 4096 positions with factor 2 (the real ones: 128 over 8192), for an 8192 context;
 - vocabulary: 1024 ids, a byte-level BPE learned here (`nimctl.modelgen.tekken`) with Mistral's
   control tokens, not the real 131k-id Tekken vocabulary; so token ids and counts differ;
 - images: at most 64 x 64 pixels (larger ones are scaled down by mistral_common), so one image is
@@ -26,17 +35,15 @@ What differs from the real checkpoint, and why:
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nimctl.modelgen.cache import ensure_built, versioned_dir
 from nimctl.modelgen.files import save_seeded_weights, write_license
 from nimctl.modelgen.tekken import VOCAB_SIZE, control_token_id, write_tekken
-
-MISTRAL4_MODEL_NAME = "nimctl-tiny-mistral-small4"
-MISTRAL4_MODEL_VERSION = 1
-_SEED = 20260302
 
 # mistral_common's image encoder: 16 px patches, 2 x 2 of them merged into one token, and images
 # scaled down to at most 64 px so that one image costs a handful of tokens on a CPU.
@@ -65,7 +72,7 @@ _VISION_ENCODER: dict[str, Any] = {
     "image_end_token_id": control_token_id("[IMG_END]"),
 }
 
-PARAMS: dict[str, Any] = {
+SMALL4_PARAMS: dict[str, Any] = {
     "dim": 128,
     "n_layers": 2,
     "head_dim": 128,
@@ -111,10 +118,56 @@ PARAMS: dict[str, Any] = {
     "vision_encoder": _VISION_ENCODER,
 }
 
-_LICENSE_TITLE = "nimctl tiny Mistral Small 4 test model (generated)"
+
+def _large3_params() -> dict[str, Any]:
+    """Small 4's tiny sizes on DeepSeek-V3's layout, as Large 3 (675B, 41B active) has it: the
+    first layer dense (its `feed_forward`), the next a mixture whose experts are routed in two
+    groups, one chosen per token, with routed outputs scaled as DeepSeek-V3 scales them."""
+    params = copy.deepcopy(SMALL4_PARAMS)
+    params["moe"] |= {
+        "first_k_dense_replace": 1,
+        "num_expert_groups": 2,
+        "num_expert_groups_per_tok": 1,
+        "routed_scale": 2.5,
+    }
+    return params
+
+
+@dataclass(frozen=True)
+class MistralTwin:
+    """One tiny twin: its directory name and build version, tokenizer version and weights."""
+
+    name: str
+    version: int
+    tokenizer_version: str
+    seed: int
+    params: dict[str, Any]
+    title: str  # the real model, for the LICENSE text
+
+    def model_dir(self, cache_dir: Path) -> Path:
+        return versioned_dir(cache_dir, self.name, self.version)
+
+
+SMALL4 = MistralTwin(
+    name="nimctl-tiny-mistral-small4",
+    version=1,
+    tokenizer_version="v15",  # model settings: reasoning_effort "none" or "high"
+    seed=20260302,
+    params=SMALL4_PARAMS,
+    title="Mistral Small 4",
+)
+LARGE3 = MistralTwin(
+    name="nimctl-tiny-mistral-large3",
+    version=1,
+    tokenizer_version="v13",  # an instruct model: no model settings
+    seed=20251202,
+    params=_large3_params(),
+    title="Mistral Large 3",
+)
+
 _LICENSE_TEXT = """\
-This directory was generated offline by nimctl (nimctl.modelgen.mistral4). It contains a randomly
-initialised model of Mistral Small 4's architecture in Mistral's native format (a Pixtral vision
+This directory was generated offline by nimctl (nimctl.modelgen.mistral). It contains a randomly
+initialised model of {title}'s architecture in Mistral's native format (a Pixtral vision
 encoder over an MLA and mixture-of-experts language model, about 1.3 million parameters) and a
 Tekken tokenizer whose byte-level BPE merges were learned from a few sentences written for
 nimctl. It was not trained on any data set, is not derived from any published checkpoint or
@@ -124,36 +177,33 @@ software in tests.
 _REQUIRED_FILES = ("tekken.json", "params.json", "consolidated.safetensors", "LICENSE")
 
 
-def mistral4_model_dir(cache_dir: Path) -> Path:
-    return versioned_dir(cache_dir, MISTRAL4_MODEL_NAME, MISTRAL4_MODEL_VERSION)
+def ensure_mistral_model(cache_dir: Path, twin: MistralTwin) -> Path:
+    """The twin's directory, built first if absent or incomplete; every build is byte-identical."""
 
+    def build(out: Path) -> None:
+        write_tekken(out, twin.tokenizer_version, image=IMAGE_SECTION)
+        (out / "params.json").write_text(json.dumps(twin.params, indent=2) + "\n", "utf-8")
+        save_seeded_weights(out / "consolidated.safetensors", weight_shapes(twin.params), twin.seed)
+        title = f"nimctl tiny {twin.title} test model (generated)"
+        write_license(out, title, _LICENSE_TEXT.format(title=twin.title))
 
-def ensure_mistral4_model(cache_dir: Path) -> Path:
-    """The model directory, built first if absent or incomplete; every build is byte-identical."""
     return ensure_built(
-        mistral4_model_dir(cache_dir),
-        _build,
-        version=MISTRAL4_MODEL_VERSION,
+        twin.model_dir(cache_dir),
+        build,
+        version=twin.version,
         required=_REQUIRED_FILES,
-        marker={"name": MISTRAL4_MODEL_NAME},
+        marker={"name": twin.name},
     )
 
 
-def _build(out: Path) -> None:
-    write_tekken(out, image=IMAGE_SECTION)
-    (out / "params.json").write_text(json.dumps(PARAMS, indent=2) + "\n", encoding="utf-8")
-    save_seeded_weights(out / "consolidated.safetensors", weight_shapes(), _SEED)
-    write_license(out, _LICENSE_TITLE, _LICENSE_TEXT)
-
-
-def weight_shapes() -> dict[str, tuple[int, ...]]:
+def weight_shapes(params: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Mistral's consolidated tensor names and their shapes (out x in), in a fixed order.
 
     vLLM's `MistralLarge3ForCausalLM` maps the language-model names onto DeepSeek-V3's modules and
     `PixtralForConditionalGeneration.load_weights` the vision ones; a vision name it does not know
     is skipped silently, leaving that weight uninitialised, so the names matter.
     """
-    p, moe, vision = PARAMS, PARAMS["moe"], _VISION_ENCODER
+    p, moe, vision = params, params["moe"], params["vision_encoder"]
     dim, heads = p["dim"], p["n_heads"]
     q_head = p["qk_nope_head_dim"] + p["qk_rope_head_dim"]
     kv_up = p["qk_nope_head_dim"] + p["v_head_dim"]
@@ -174,8 +224,11 @@ def weight_shapes() -> dict[str, tuple[int, ...]]:
             f"{at}.attention.wkv_b.weight": (heads * kv_up, p["kv_lora_rank"]),
             f"{at}.attention.wo.weight": (dim, heads * p["v_head_dim"]),
             f"{at}.ffn_norm.weight": (dim,),
-            f"{at}.gate.weight": (moe["num_experts"], dim),
         }
+        if layer < moe["first_k_dense_replace"]:
+            shapes |= _swiglu(f"{at}.feed_forward", dim, p["hidden_dim"])
+            continue
+        shapes[f"{at}.gate.weight"] = (moe["num_experts"], dim)
         shared = expert * moe["num_shared_experts"]
         shapes |= _swiglu(f"{at}.shared_experts", dim, shared)
         for e in range(moe["num_experts"]):
