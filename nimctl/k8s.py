@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nimctl import __version__
 from nimctl.errors import ConfigError
-from nimctl.profiles import Profile
-from nimctl.settings import NimSettings, unknown_nim_variables
+from nimctl.profiles import Profile, apply_settings
+from nimctl.settings import NimSettings, settings_for_pod, unknown_nim_variables
 
 APP_NAME = "nimctl"
 PORT_NAME = "http-openai"
@@ -264,7 +264,12 @@ def render_manifests(
     release = release or default_release(profile)
     _check_names(profile, release, namespace)
     env = _container_env(spec, profile, profile_id)
-    gpus = _gpus(profile, spec.env)
+    # The pods' own settings and profile, validated as `nimctl serve` will in each of them.
+    settings = settings_for_pod({e["name"]: e["value"] for e in env if "value" in e})
+    try:
+        gpus = apply_settings(profile, settings).hardware.gpus
+    except ConfigError as exc:
+        raise ConfigError(f"invalid values env: {exc}") from None
     _check_values(spec)
     nodes = _nodes(spec, profile, gpus)
 
@@ -944,26 +949,6 @@ def _check_multi_node(spec: Values, release: str) -> None:
             f"{groups} group(s) (its StatefulSets are named <release>{LWS_SUFFIX}-<group>, at "
             f"most {_STATEFULSET_NAME_MAX} characters)"
         )
-
-
-def _gpus(profile: Profile, env: Mapping[str, Any]) -> int:
-    """GPUs per pod: the profile's, or tensor x pipeline parallel size when env overrides them."""
-    if not profile.hardware.gpus:
-        return 0
-    sizes = []
-    for name, arg in (
-        ("NIM_TENSOR_PARALLEL_SIZE", "tensor_parallel_size"),
-        ("NIM_PIPELINE_PARALLEL_SIZE", "pipeline_parallel_size"),
-    ):
-        raw = env.get(name, profile.engine_args.get(arg, 1))
-        try:
-            size = int(str(raw))
-        except ValueError:
-            size = 0
-        if size < 1:
-            raise ConfigError(f"invalid values env.{name}={raw!r}: an integer >= 1 is needed")
-        sizes.append(size)
-    return sizes[0] * sizes[1]
 
 
 def _check_values(spec: Values) -> None:

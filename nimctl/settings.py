@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from nimctl.errors import ConfigError
+from nimctl.media.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
 
 ENV_PREFIX = "NIM_"
 
@@ -342,6 +343,20 @@ class NimSettings(BaseSettings):
             raise ValueError(f"no file at {value}")
         return value
 
+    @field_validator("media_allowlist")
+    @classmethod
+    def _allowlist_parses(cls, value: str) -> str:
+        try:
+            parse_allowlist(value)
+        except AllowlistError as exc:
+            raise ValueError(str(exc).removeprefix(f"{ALLOWLIST_SETTING}: ")) from None
+        return value
+
+    @property
+    def media_allow(self) -> Allowlist:
+        """NIM_MEDIA_ALLOWLIST as (hosts, networks); validated with the settings."""
+        return parse_allowlist(self.media_allowlist)
+
     @model_validator(mode="after")
     def _ssl_complete(self) -> NimSettings:
         needed = {
@@ -370,7 +385,49 @@ def load_settings(**cli: Any) -> NimSettings:
         raise ConfigError(describe_validation_error(exc, given)) from None
 
 
-def describe_validation_error(exc: ValidationError, cli: Mapping[str, Any]) -> str:
+class _PodSettings(NimSettings):
+    """NimSettings from the given values alone, for a pod: no process environment, and files
+    named are the pod's (a mounted Secret), so they are not looked for on this machine."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+    @field_validator("chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        return value
+
+
+def settings_for_pod(env: Mapping[str, str], where: str = "values env.") -> NimSettings:
+    """The settings a pod with environment `env` (its `NIM_*` variables) will start with.
+
+    `nimctl k8s` validates a values file's `env:` with this, so a value that would stop
+    `nimctl serve` in every pod stops the rendering, with the same message. The process's own
+    environment plays no part, and files are the pod's, so their existence is not checked.
+    Unknown `NIM_*` names are refused (a typo would otherwise pass silently into every pod).
+    """
+    data = {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.upper().startswith(ENV_PREFIX) and value != ""  # as env_ignore_empty does
+    }
+    try:
+        return _PodSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, {}, env_label=where)) from None
+
+
+def describe_validation_error(
+    exc: ValidationError, cli: Mapping[str, Any], env_label: str = ""
+) -> str:
     lines = []
     for err in exc.errors():
         message = err["msg"].removeprefix("Value error, ")
@@ -378,7 +435,7 @@ def describe_validation_error(exc: ValidationError, cli: Mapping[str, Any]) -> s
             lines.append(f"invalid settings: {message}")
             continue
         field = str(err["loc"][0])
-        source = f"--{field.replace('_', '-')}" if field in cli else env_name(field)
+        source = f"--{field.replace('_', '-')}" if field in cli else env_label + env_name(field)
         if err["type"] == "extra_forbidden":
             message = "not a nimctl setting"
         shown = "***" if field == "api_key" else err.get("input")

@@ -22,7 +22,7 @@ import stat
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
@@ -40,14 +40,13 @@ from tenacity import (
 
 from nimctl import __version__
 from nimctl.errors import ConfigError
+from nimctl.media.allowlist import ALLOWLIST_SETTING, NUMERIC_LABEL, IPNetwork
 
 logger = logging.getLogger("nimctl.media")
 
 IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPv4Address | IPv6Address]]]
 
-ALLOWLIST_SETTING = "NIM_MEDIA_ALLOWLIST"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _KEEPALIVE_S = 5.0
 # Back-off between attempts: 0.2 s, 0.4 s, ... up to 2 s, plus up to 0.1 s of jitter.
@@ -98,10 +97,8 @@ _IPV4_TRANSLATED = IPv6Network("::ffff:0:0:0/96")
 _NAT64 = IPv6Network("64:ff9b::/96")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # inet_aton's forms: each part decimal, octal (leading 0) or hex (0x).
 _IPV4_PART = re.compile(r"^(?:0x[0-9a-f]*|0[0-7]*|[1-9][0-9]*)$", re.IGNORECASE)
-_NUMERIC_LABEL = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$", re.IGNORECASE)
 _DIGITS = re.compile(r"^[0-9]+$")
 
 
@@ -139,37 +136,6 @@ class FetchPolicy:
             raise ConfigError("media fetch policy: max_redirects and retries must be >= 0")
         if self.max_concurrent < 1:
             raise ConfigError("media fetch policy: max_concurrent must be at least 1")
-
-
-def parse_allowlist(value: str) -> tuple[tuple[str, ...], tuple[IPv4Network | IPv6Network, ...]]:
-    """'images.example.com, *.corp.internal, 127.0.0.1/32, 10.0.0.0/8, ::1' -> (hosts, networks).
-    Bare IPs become /32 or /128. Raises nimctl.errors.ConfigError naming NIM_MEDIA_ALLOWLIST and
-    the bad entry for anything malformed (e.g. '10.0.0.0/33', 'http://x', '*', empty labels)."""
-    hosts: list[str] = []
-    networks: list[IPNetwork] = []
-    # Empty items are skipped so that a trailing comma in an env file is harmless.
-    for entry in filter(None, re.split(r"[\s,]+", value)):
-        lowered = entry.lower()
-        last_label = lowered.rstrip(".").rsplit(".", 1)[-1]
-        if "/" in entry or ":" in entry or _NUMERIC_LABEL.match(last_label):
-            try:
-                networks.append(ip_network(entry, strict=True))
-            except ValueError as exc:
-                raise ConfigError(f"{_bad_entry(entry)} ({exc})") from None
-            continue
-        name = lowered[:-1] if lowered.endswith(".") else lowered
-        bare = name[2:] if name.startswith("*.") else name
-        if len(bare) > 253 or not all(_LABEL.match(label) for label in bare.split(".")):
-            raise ConfigError(f"{_bad_entry(entry)} (write IDNs in their xn-- form)")
-        hosts.append(name)
-    return tuple(hosts), tuple(networks)
-
-
-def _bad_entry(entry: str) -> str:
-    return (
-        f"{ALLOWLIST_SETTING}: {entry!r} is not a host name, '*.domain' pattern, "
-        "IP address or CIDR network"
-    )
 
 
 def is_public_address(address: IPv4Address | IPv6Address) -> bool:
@@ -211,7 +177,7 @@ def _host_address(host: str) -> IPAddress | None:
         return ip_address(name)
     name = name[:-1] if name.endswith(".") else name
     labels = name.split(".")
-    if not _NUMERIC_LABEL.match(labels[-1]):
+    if not NUMERIC_LABEL.match(labels[-1]):
         return None
     if len(labels) > 4 or not all(_IPV4_PART.match(label) for label in labels):
         raise ValueError(f"not an IPv4 address: {host!r}")

@@ -25,7 +25,7 @@ import pybase64
 
 from nimctl.errors import BadRequestError
 from nimctl.guards.base import GuardError, messages, part_url, parts
-from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher, parse_allowlist
+from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher
 from nimctl.media.formats import FORMAT_NAMES, DataUrl, VideoInfo, parse_data_url
 from nimctl.media.images import ImageProblem, load_image
 from nimctl.media.video import VideoProblem, container_of, inspect_video
@@ -75,7 +75,7 @@ class MediaIntake:
 
     @classmethod
     def from_settings(cls, settings: NimSettings) -> MediaIntake:
-        hosts, networks = parse_allowlist(settings.media_allowlist)
+        hosts, networks = settings.media_allow
         policy = FetchPolicy(
             allowed_hosts=hosts,
             allowed_networks=networks,

@@ -52,6 +52,9 @@ def test_check_prints_effective_settings(capsys, monkeypatch):
         (["serve", "--profile", "nope"], {}, "invalid NIM_MODEL_PROFILE='nope'"),
         (["serve", "--profile", "qwen3.5-397b-a17b"], {}, "needs 8 GPU(s), 0 visible"),
         (["check"], {"NIM_LOG_LEVEL": "LOUD"}, "invalid NIM_LOG_LEVEL='LOUD'"),
+        # What would stop `serve` once the app is built stops `check` before it.
+        (["check"], {"NIM_MEDIA_ALLOWLIST": "10.0.0.0/33"}, "invalid NIM_MEDIA_ALLOWLIST="),
+        (["serve"], {"NIM_MEDIA_ALLOWLIST": "ok.example, *"}, "'*' is not a host name"),
     ],
 )
 def test_config_errors_are_one_line_and_exit_2(capsys, monkeypatch, argv, env, expected):
@@ -109,3 +112,13 @@ def test_the_startup_heap_is_frozen_out_of_the_collectors_sight():
         assert gc.get_freeze_count() > before
     finally:
         gc.unfreeze()
+
+
+def test_k8s_refuses_values_that_would_stop_every_pod(capsys, tmp_path):
+    values = tmp_path / "values.yaml"
+    values.write_text("env:\n  NIM_KVCACHE_PERCENT: '2'\n  NIM_LOG_LEVEL: LOUD\n")
+    assert main(["k8s", "--profile", "tiny", "--values", str(values)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "invalid values env.NIM_KVCACHE_PERCENT='2'" in err
+    assert "invalid values env.NIM_LOG_LEVEL='LOUD'" in err

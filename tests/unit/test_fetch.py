@@ -19,13 +19,13 @@ import httpcore
 import pytest
 
 from nimctl.errors import ConfigError
+from nimctl.media.allowlist import parse_allowlist
 from nimctl.media.fetch import (
     FetchError,
     FetchPolicy,
     MediaFetcher,
     _PinnedBackend,
     is_public_address,
-    parse_allowlist,
 )
 from tests.support.image_server import ImageServer
 

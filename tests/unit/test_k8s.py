@@ -593,7 +593,7 @@ def test_a_multi_node_profile_renders_a_leader_worker_set_by_itself(store):
     assert leader["resources"]["limits"][GPU_RESOURCE] == 2
     # GPUs changed through env must still be spread evenly over the profile's nodes.
     values = with_defaults({"env": {"NIM_TENSOR_PARALLEL_SIZE": 3}})
-    with pytest.raises(ConfigError, match="env.NIM_TENSOR_PARALLEL_SIZE"):
+    with pytest.raises(ConfigError, match="invalid values env: .*nodes=2 must divide .*gpus=3"):
         render_manifests(profile, store.id_of(profile), values)
 
 
@@ -817,10 +817,23 @@ def test_values_overrides_apply(store):
             kubernetes_validate.validate(obj, K8S_VERSIONS[0], strict=True)
 
 
+# Files in the pod (a mounted Secret): nimctl k8s does not look for them on this machine.
+TLS_FILES = {
+    "NIM_SSL_KEY_PATH": "/etc/nimctl/tls/tls.key",
+    "NIM_SSL_CERT_PATH": "/etc/nimctl/tls/tls.crt",
+}
+CA_FILE = {"NIM_SSL_CA_CERTS_PATH": "/etc/nimctl/tls/ca.crt"}
+
+
+def test_tls_without_its_files_would_crash_every_pod(store):
+    with pytest.raises(ConfigError, match="NIM_SSL_MODE=TLS needs NIM_SSL_KEY_PATH"):
+        render(store, "tiny", {"env": {"NIM_SSL_MODE": "TLS"}})
+
+
 def test_tls_switches_probes_and_scrapes_to_https(store):
     tls_config = {"ca": {"secret": {"name": "nimctl-ca", "key": "ca.crt"}}}
     values = {
-        "env": {"NIM_SSL_MODE": "TLS"},
+        "env": {"NIM_SSL_MODE": "TLS", **TLS_FILES},
         "metrics": {"serviceMonitor": {"tlsConfig": tls_config}},
     }
     objects = render(store, "tiny", values)
@@ -832,11 +845,11 @@ def test_tls_switches_probes_and_scrapes_to_https(store):
 
 
 def test_mtls_cannot_be_probed(store):
-    with pytest.raises(ConfigError, match="MTLS"):
-        render(store, "tiny", {"env": {"NIM_SSL_MODE": "mtls"}})
+    with pytest.raises(ConfigError, match="probes"):
+        render(store, "tiny", {"env": {"NIM_SSL_MODE": "mtls", **TLS_FILES, **CA_FILE}})
     off = {"enabled": False}
     values = {
-        "env": {"NIM_SSL_MODE": "MTLS"},
+        "env": {"NIM_SSL_MODE": "MTLS", **TLS_FILES, **CA_FILE},
         "livenessProbe": off,
         "readinessProbe": off,
         "startupProbe": off,
@@ -932,7 +945,7 @@ def test_merge_values_merges_mappings_replaces_lists_and_deletes_on_none():
         ({**TWO_NODES, "strategy": {"type": "Recreate"}}, "invalid values strategy"),
         ({**TWO_NODES, "env": {"NIM_DISTRIBUTED_EXECUTOR_BACKEND": "mp"}}, "BACKEND='mp'"),
         ({**TWO_NODES, "env": {"NIM_RAY_PORT": 8000}}, "env.NIM_RAY_PORT=8000"),
-        ({**TWO_NODES, "env": {"NIM_RAY_PORT": 0}}, "env.NIM_RAY_PORT=0"),
+        ({**TWO_NODES, "env": {"NIM_RAY_PORT": 0}}, "env.NIM_RAY_PORT='0'"),
         (
             {"env": {"NIM_NUM_COMPUTE_NODES": 2}},
             "env.NIM_NUM_COMPUTE_NODES: rendered from the profile",
