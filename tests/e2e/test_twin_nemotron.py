@@ -1,6 +1,8 @@
-"""Llama 3.1 Nemotron Nano VL 8B's page and rules on its CPU twin."""
+"""Llama 3.1 Nemotron Nano VL 8B's page and rules on its CPU twin, on the real architecture."""
 
 from __future__ import annotations
+
+import pytest
 
 from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
@@ -12,6 +14,9 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
 )
 from tests.e2e.seeds import FP16_QUESTION, NEMOTRON, NEMOTRON_IMAGE_FIRST, SPECIFICATIONS_PNG, TOOLS
 from tests.support.media import image_data_url
+
+# Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
+pytestmark = pytest.mark.real_twin
 
 
 def tokens_and_prompt(response) -> tuple[int, str]:
