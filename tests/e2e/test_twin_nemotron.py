@@ -181,6 +181,8 @@ def test_the_engine_runs_the_real_architecture_from_the_twins_remote_code(twin):
     assert "Resolved architecture: Llama_Nemotron_Nano_VL" in log
     assert "trust_remote_code=True" in log
     assert "nimctl-tiny-nemotron-nano-vl" in log  # the generated checkpoint, not a hub model
+    # The template never loops over content parts, so vLLM hands it strings, images first.
+    assert "chat template content format to be 'string'" in log
 
 
 @pytest.mark.parametrize(
