@@ -39,6 +39,12 @@ def _mistral_large3(cache: Path) -> Path:
     return ensure_mistral_model(cache, LARGE3)
 
 
+def _nemotron(cache: Path) -> Path:
+    from nimctl.modelgen.nemotron import ensure_nemotron_model
+
+    return ensure_nemotron_model(cache)
+
+
 def _qwen35(cache: Path) -> Path:
     from nimctl.modelgen.qwen35 import ensure_qwen35_model
 
@@ -54,6 +60,8 @@ BUILTINS: dict[str, Builtin] = {
     # torchvision, although the native path processes images with mistral_common.
     "tiny-mistral-small4": Builtin(_mistral_small4, cpu_torchvision=True),
     "tiny-mistral-large3": Builtin(_mistral_large3, cpu_torchvision=True),
+    # vLLM's nemotron_vl processor tiles images with torchvision transforms.
+    "tiny-nemotron-nano-vl": Builtin(_nemotron, cpu_torchvision=True),
 }
 
 
