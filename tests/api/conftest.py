@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from nimctl.api import create_app
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from nimctl.settings import NimSettings
-from tests.api.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine
 
 
 @dataclass

@@ -26,10 +26,10 @@ from nimctl.http_protocol import MAX_HEAD_BYTES, MAX_HEADERS
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from nimctl.server import GracefulServer, uvicorn_config
 from nimctl.settings import NimSettings
-from tests.api import rawhttp
-from tests.api.fake_engine import FakeEngine
-from tests.api.rawhttp import Answer, chat_head, request_head
-from tests.api.test_health import assert_error_shape
+from tests.support import rawhttp
+from tests.support.errors import assert_error_shape
+from tests.support.fake_engine import FakeEngine
+from tests.support.rawhttp import Answer, chat_head, request_head
 
 MODEL = "nimctl/tiny-vlm"
 CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()

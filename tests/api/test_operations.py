@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_health import assert_error_shape
+from tests.support.errors import assert_error_shape
 
 MODEL = "nimctl/tiny-vlm"
 HI = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}

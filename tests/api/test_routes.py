@@ -5,7 +5,7 @@ import json
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_health import assert_error_shape
+from tests.support.errors import assert_error_shape
 
 MODEL = "nimctl/tiny-vlm"
 CARD_KEYS = {"id", "object", "created", "owned_by", "root", "parent", "max_model_len", "permission"}
@@ -140,7 +140,7 @@ async def test_openapi_describes_the_chat_request_and_error_shape(harness):
     client generators read it) and name the error shape of every refusal."""
     import jsonschema
 
-    from tests.e2e.seeds import EXAMPLES
+    from tests.support.seeds import EXAMPLES
 
     document = (await harness.client.get("/openapi.json")).json()
     schemas = document["components"]["schemas"]

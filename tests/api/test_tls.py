@@ -17,8 +17,8 @@ from nimctl.api import create_app
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from nimctl.server import GracefulServer, uvicorn_config
 from nimctl.settings import NimSettings
-from tests.api.fake_engine import FakeEngine
 from tests.support.certs import Certs, make_certs
+from tests.support.fake_engine import FakeEngine
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import Server, start_server
 from tests.support.media import image_bytes, image_data_url
-
-TINY_MODEL = "nimctl/tiny-vlm"
-
-
-# Media settings of the shared tiny server: the test image server is reached by the name
-# "localhost" (admitted), while 127.0.0.1 itself and other names resolving to it are not; small
-# caps and timeouts keep the refusal cases fast.
-TINY_MEDIA_ENV = {
-    "NIM_MEDIA_ALLOWLIST": "localhost",
-    "NIM_MEDIA_CONNECT_TIMEOUT": "1",
-    "NIM_MEDIA_READ_TIMEOUT": "1",
-    "NIM_MEDIA_FETCH_TIMEOUT": "3",
-    "NIM_MEDIA_MAX_IMAGE_BYTES": str(2 * 2**20),
-}
+from tests.support.server import Server, start_server
+from tests.support.tiny import TINY_MEDIA_ENV
 
 
 @pytest.fixture(scope="session")
@@ -62,21 +49,10 @@ def png_url() -> str:
     return image_data_url("PNG")
 
 
-def sse_events(text: str) -> list[str]:
-    return [e.removeprefix("data: ") for e in text.split("\n\n") if e.strip()]
-
-
-def assert_error_shape(body: dict, code: int) -> dict:
-    assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert body["error"]["code"] == code
-    return body["error"]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Seed-example tests imported into a twin's module run that page's examples."""
     if "example" in metafunc.fixturenames:
-        from tests.e2e.seeds import EXAMPLES
+        from tests.support.seeds import EXAMPLES
 
         examples = EXAMPLES[metafunc.module.PROFILE]
         metafunc.parametrize("example", examples, ids=[name for name, _ in examples])

@@ -9,7 +9,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.e2e.conftest import TINY_MODEL, sse_events
+from tests.support.tiny import TINY_MODEL, sse_events
 
 # From the seed pages (Mistral Large 3, Nemotron Nano VL, Mistral Small 4 / Qwen3.5 stream).
 SYSTEM_AND_USER = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 
-from tests.e2e.conftest import TINY_MODEL
+from tests.support.tiny import TINY_MODEL
 
 
 def test_invoke_with_image(tiny_server, png_url):

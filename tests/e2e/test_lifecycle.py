@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import TINY_MODEL, assert_error_shape
+from tests.support.errors import assert_error_shape
+from tests.support.tiny import TINY_MODEL
 
 
 def test_live_is_up_before_ready_and_ready_flips_from_503(tiny_server):

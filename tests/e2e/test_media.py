@@ -15,10 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import TINY_MODEL, assert_error_shape
+from tests.support.errors import assert_error_shape
 from tests.support.image_server import ImageServer
-from tests.support.media import image_bytes, image_data_url
-from tests.unit.test_intake import png_claiming
+from tests.support.media import image_bytes, image_data_url, png_claiming
+from tests.support.tiny import ask, image
 
 PNG = image_bytes("PNG")
 
@@ -51,24 +51,6 @@ def images() -> Iterator[ImageServer]:
 def local(images: ImageServer, path: str) -> str:
     """The image server by the admitted name "localhost"."""
     return f"http://localhost:{images.port}{path}"
-
-
-def ask(server, *parts: dict[str, Any], **extra: Any) -> httpx.Response:
-    content = [{"type": "text", "text": "What is in this image?"}, *parts]
-    return httpx.post(
-        f"{server.base_url}/v1/chat/completions",
-        json={
-            "model": TINY_MODEL,
-            "messages": [{"role": "user", "content": content}],
-            "max_tokens": 2,
-            **extra,
-        },
-        timeout=60,
-    )
-
-
-def image(url: str) -> dict[str, Any]:
-    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def b64(data: bytes, mime: str = "image/png") -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import TINY_MODEL
+from tests.support.tiny import TINY_MODEL
 
 
 def scrape(base_url: str) -> dict[str, float]:

@@ -6,7 +6,9 @@ import httpx
 import openai
 import pytest
 
-from tests.e2e.conftest import TINY_MODEL, assert_error_shape, image_data_url, sse_events
+from tests.support.errors import assert_error_shape
+from tests.support.media import image_data_url
+from tests.support.tiny import TINY_MODEL, sse_events
 
 PROMPT = "What is in this image?"
 

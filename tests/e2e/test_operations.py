@@ -18,9 +18,11 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import TINY_MODEL, assert_error_shape
-from tests.e2e.server import Server, start_server
 from tests.support.certs import Certs, make_certs
+from tests.support.errors import assert_error_shape
+from tests.support.server import Server, start_server
+from tests.support.tiny import TINY_MODEL
+from tests.support.waiting import metric, wait_for
 
 LONG = {
     "model": TINY_MODEL,
@@ -31,31 +33,12 @@ LONG = {
 }
 
 
-def metric(server: Server, name: str, **labels: str) -> float:
-    text = httpx.get(f"{server.base_url}/v1/metrics").text
-    return sum(
-        s.value
-        for f in text_string_to_metric_families(text)
-        for s in f.samples
-        if s.name == name and labels.items() <= s.labels.items()
-    )
-
-
 def running_requests(server: Server) -> float:
     return metric(server, "vllm:num_requests_running")
 
 
 def generated(server: Server) -> float:
     return metric(server, "vllm:generation_tokens_total")
-
-
-def wait_for(predicate, timeout: float) -> float:
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        if predicate():
-            return time.monotonic() - began
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s")
 
 
 # --- disconnects (shared tiny server) ---------------------------------------------------------

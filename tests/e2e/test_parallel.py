@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from nimctl.hardware import detect_gpus
-from tests.e2e.conftest import TINY_MODEL
-from tests.e2e.server import E2E_CACHE, Server, free_port, start_server
+from tests.support.server import E2E_CACHE, Server, free_port, start_server
+from tests.support.tiny import TINY_MODEL
 
 ASK = {"model": TINY_MODEL, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.server import start_server
+from tests.support.server import start_server
 
 
 def test_bad_passthrough_args_exit_2_with_one_line(tmp_path):

@@ -16,7 +16,8 @@ import pytest
 
 from nimctl.modelgen.mistral import SMALL4 as SMALL4_TWIN
 from nimctl.modelgen.tekken import control_token_id
-from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
+from tests.support.media import image_data_url
+from tests.support.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
     check_stream,
     refused,
@@ -25,9 +26,8 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import BOARDWALK_JPG, SMALL4, TOOLS, image_question
-from tests.e2e.server import E2E_CACHE
-from tests.support.media import image_data_url
+from tests.support.seeds import BOARDWALK_JPG, SMALL4, TOOLS, image_question
+from tests.support.server import E2E_CACHE
 
 # Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
 pytestmark = pytest.mark.real_twin

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
+from tests.support.media import image_data_url
+from tests.support.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
     refused,
     test_seed_example_with_curl,
@@ -18,8 +19,13 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import FP16_QUESTION, NEMOTRON, NEMOTRON_IMAGE_FIRST, SPECIFICATIONS_PNG, TOOLS
-from tests.support.media import image_data_url
+from tests.support.seeds import (
+    FP16_QUESTION,
+    NEMOTRON,
+    NEMOTRON_IMAGE_FIRST,
+    SPECIFICATIONS_PNG,
+    TOOLS,
+)
 
 # Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
 pytestmark = pytest.mark.real_twin

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against this twin)
+from tests.support.image_server import ImageServer
+from tests.support.media import video_bytes, video_data_url
+from tests.support.seed_checks import (  # noqa: F401  (collected here, run against this twin)
     chat,
     check_stream,
     forced_tool_calls,
@@ -24,9 +26,7 @@ from tests.e2e.seed_checks import (  # noqa: F401  (collected here, run against 
     test_seed_langchain_example,
     test_seed_models_and_health,
 )
-from tests.e2e.seeds import BOARDWALK_JPG, QWEN, TOOLS, image_question
-from tests.support.image_server import ImageServer
-from tests.support.media import video_bytes, video_data_url
+from tests.support.seeds import BOARDWALK_JPG, QWEN, TOOLS, image_question
 
 # Real-architecture twins run in `make test-twins` (see the Makefile), not `make test`.
 pytestmark = pytest.mark.real_twin

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import os
+import struct
 import tempfile
+import zlib
 
 from PIL import Image
 
@@ -42,3 +44,20 @@ def video_bytes(frames: int = 25, fps: float = 10.0, size: tuple[int, int] = (64
 
 def video_data_url(frames: int = 25, fps: float = 10.0) -> str:
     return f"data:video/mp4;base64,{base64.b64encode(video_bytes(frames, fps)).decode()}"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid PNG header announcing a huge image, with a few bytes of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
+        + chunk(b"IEND", b"")
+    )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import struct
-import zlib
 from typing import Any
 
 import pytest
@@ -20,7 +18,13 @@ from nimctl.media.intake import MediaError, MediaIntake, MediaLimits
 from nimctl.media.video import VideoProblem, inspect_video
 from nimctl.profiles import ProfileStore, apply_settings, builtin_profiles_dir
 from nimctl.settings import NimSettings
-from tests.support.media import image_bytes, image_data_url, video_bytes, video_data_url
+from tests.support.media import (
+    image_bytes,
+    image_data_url,
+    png_claiming,
+    video_bytes,
+    video_data_url,
+)
 
 LIMITS = MediaLimits(
     max_image_bytes=2_000_000, max_image_pixels=1_000_000, max_video_bytes=5_000_000
@@ -171,23 +175,6 @@ async def test_pixel_bomb_is_refused_from_the_header(store):
     url = image_data_url("PNG", (2000, 2000), "black")
     error = await refused(store, request(image(url)), "too_many_pixels")
     assert "2000 x 2000" in error.message
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A valid PNG header announcing a huge image, with a few bytes of data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 10))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("max_pixels", [1_000_000, 10**12])

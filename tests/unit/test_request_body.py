@@ -250,7 +250,7 @@ def legitimate_requests() -> list[tuple[str, dict[str, Any]]]:
     """The seed pages' requests (images as media intake hands them on) and SDK-shaped ones."""
     from PIL import Image
 
-    from tests.e2e.seeds import EXAMPLES
+    from tests.support.seeds import EXAMPLES
 
     image = Image.new("RGB", (8, 8))
     found = []

@@ -1,51 +1,12 @@
+"""Fixtures of the reliability suite; its helpers are in tests/support/reliability.py."""
+
 from __future__ import annotations
 
-import datetime
-import json
-import os
-import platform
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
-from tests.e2e.conftest import assert_error_shape as shared_error_shape
-from tests.e2e.server import REPO
-from tests.e2e.test_operations import metric, wait_for
-
-__all__ = ["metric", "wait_for"]
-
-FULL = os.environ.get("NIMCTL_RELIABILITY") == "full"
-FIGURES_DIR = REPO / ".cache" / "reliability"
-
-
-def size(ci: int, full: int) -> int:
-    """How much of something to do: the CI part keeps `make test` short."""
-    return full if FULL else ci
-
-
-class Figures:
-    """What the suite measured, for docs/reliability.md (written by `report.py`)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, dict[str, Any]] = {}
-
-    def record(self, name: str, **values: Any) -> None:
-        self.entries.setdefault(name, {}).update(values)
-        print(f"\n{name}: {values}")
-
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        document = {
-            "mode": "full" if FULL else "ci",
-            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
-            "figures": self.entries,
-        }
-        path.write_text(json.dumps(document, indent=2))
+from tests.support.reliability import FIGURES_DIR, FULL, Figures
 
 
 @pytest.fixture(scope="session")
@@ -54,22 +15,3 @@ def figures() -> Iterator[Figures]:
     yield collected
     if collected.entries:
         collected.write(FIGURES_DIR / f"figures-{'full' if FULL else 'ci'}.json")
-
-
-def tree_rss(pid: int) -> int:
-    """Resident memory of a process and its children (vLLM's engine core and worker)."""
-    root = psutil.Process(pid)
-    total = 0
-    for process in (root, *root.children(recursive=True)):
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-def assert_error_shape(body: Any, status: int) -> dict[str, Any]:
-    """The shared check, plus a message that says something."""
-    error = shared_error_shape(body, status)
-    assert isinstance(error["message"], str) and error["message"].strip(), body
-    return error

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any
 
-from tests.e2e.server import REPO
+from tests.support.server import REPO
 
 DOC = REPO / "docs" / "reliability.md"
 SUITE = "tests/e2e/reliability"

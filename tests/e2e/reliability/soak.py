@@ -45,7 +45,7 @@ from PIL import Image
 from bench.servers import CACHE, Running, start_nimctl, start_vllm
 from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
-from tests.e2e.server import REPO
+from tests.support.server import REPO
 
 MODEL = "nimctl/tiny-vlm"
 RESULT = REPO / ".cache" / "reliability" / "soak.json"

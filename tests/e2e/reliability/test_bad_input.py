@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import TINY_MODEL
-from tests.e2e.reliability.conftest import assert_error_shape, metric
+from tests.support.errors import assert_error_shape
+from tests.support.tiny import TINY_MODEL
+from tests.support.waiting import metric
 
 USER = [{"role": "user", "content": "Hello"}]
 

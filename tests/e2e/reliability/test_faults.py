@@ -15,10 +15,12 @@ import httpx
 import psutil
 import pytest
 
-from tests.e2e.conftest import TINY_MEDIA_ENV, TINY_MODEL
-from tests.e2e.reliability.conftest import FULL, assert_error_shape, metric, wait_for
-from tests.e2e.server import Server, start_server
+from tests.support.errors import assert_error_shape
 from tests.support.image_server import ImageServer
+from tests.support.reliability import FULL
+from tests.support.server import Server, start_server
+from tests.support.tiny import TINY_MEDIA_ENV, TINY_MODEL
+from tests.support.waiting import metric, wait_for
 
 USER = [{"role": "user", "content": "Tell me everything"}]
 SHORT = {"model": TINY_MODEL, "messages": USER, "max_tokens": 4}

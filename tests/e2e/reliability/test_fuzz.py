@@ -17,7 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from tests.e2e.reliability.conftest import FULL, assert_error_shape, size
+from tests.support.errors import assert_error_shape
+from tests.support.reliability import FULL, size
 
 # Per generation mode on the chat route: 2 x 1100 in the full run, 2 x 150 in CI.
 CHAT_EXAMPLES = size(ci=150, full=1100)

@@ -4,7 +4,7 @@ reset, and structured-output constraints the engine cannot follow.
 
 Each is refused with the right status in the error shape (or its connection closed, when
 nothing was asked), and afterwards the server is ready, serves a normal request, has counted
-no 500 and has logged no traceback. Raw sockets (tests/api/rawhttp.py), because no HTTP library
+no 500 and has logged no traceback. Raw sockets (tests/support/rawhttp.py), because no HTTP library
 sends these. The server runs with its default timeouts (NIM_REQUEST_HEADER_TIMEOUT,
 NIM_REQUEST_BODY_TIMEOUT): the slow cases run side by side and wait for the answer with a
 generous deadline; how long it took is recorded, never asserted.
@@ -24,7 +24,8 @@ import pytest
 
 from nimctl.http_protocol import MAX_HEAD_BYTES, MAX_HEADERS
 from nimctl.settings import NimSettings
-from tests.api.rawhttp import (
+from tests.support.errors import assert_error_shape
+from tests.support.rawhttp import (
     Answer,
     chat_head,
     closed_unanswered,
@@ -32,9 +33,9 @@ from tests.api.rawhttp import (
     request_head,
     reset,
 )
-from tests.e2e.conftest import TINY_MODEL
-from tests.e2e.reliability.conftest import assert_error_shape, metric, wait_for
-from tests.e2e.server import Server
+from tests.support.server import Server
+from tests.support.tiny import TINY_MODEL
+from tests.support.waiting import metric, wait_for
 
 HEAD_TIMEOUT = NimSettings.model_fields["request_header_timeout"].default
 BODY_TIMEOUT = NimSettings.model_fields["request_body_timeout"].default

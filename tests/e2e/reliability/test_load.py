@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import TINY_MODEL
-from tests.e2e.reliability.conftest import size, tree_rss
 from tests.support.media import image_data_url
+from tests.support.reliability import size, tree_rss
+from tests.support.tiny import TINY_MODEL
 
 REQUESTS = size(ci=200, full=1000)
 CONCURRENCY = 64

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.reliability.conftest import assert_error_shape
-from tests.e2e.test_media import ask as ask_with
-from tests.e2e.test_media import image
+from tests.support.errors import assert_error_shape
 from tests.support.image_server import ImageServer
 from tests.support.media import image_bytes
+from tests.support.tiny import ask as ask_with
+from tests.support.tiny import image
 
 
 @pytest.fixture(scope="module")

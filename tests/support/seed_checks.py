@@ -16,9 +16,9 @@ import openai
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_openai import ChatOpenAI
 
-from tests.e2e.conftest import sse_events
-from tests.e2e.seeds import LANGCHAIN, SERVED
-from tests.e2e.server import Server
+from tests.support.seeds import LANGCHAIN, SERVED
+from tests.support.server import Server
+from tests.support.tiny import sse_events
 
 FINISH = {"stop", "length", "tool_calls"}
 # Fields the OpenAI SDK sends natively; the rest of a seed body goes through extra_body.
