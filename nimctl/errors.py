@@ -44,6 +44,20 @@ class BadRequestError(NimError):
     error_type = "BadRequestError"
 
 
+class Refusal(BadRequestError):
+    """A request refused before the engine: a documented rule of the model broken (`kind`
+    "rule"), or a media part that cannot be used (`kind` "media"). `reason` is a stable code that
+    labels nimctl's refusal metrics, counted where the refusal becomes a response; `fix` says
+    what to change."""
+
+    kind: str = "rule"
+
+    def __init__(self, reason: str, message: str, fix: str, param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.reason = reason
+        self.fix = fix
+
+
 class AuthenticationError(NimError):
     status = 401
     error_type = "AuthenticationError"

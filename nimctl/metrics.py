@@ -15,6 +15,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.samples import Sample
 
+from nimctl.errors import Refusal
+
 # NIM name -> the vLLM family it is (vLLM family names carry no _total suffix).
 NIM_ALIASES = {
     "num_requests_running": "vllm:num_requests_running",
@@ -79,6 +81,11 @@ class NimctlMetrics:
             buckets=LOOP_LAG_BUCKETS,
         )
         self.registry.register(_LifecycleCollector(lifecycle, info))
+
+    def count_refusal(self, refusal: Refusal) -> None:
+        """A request refused before the engine: by its rule, or by its media reason."""
+        counter = self.media_failures if refusal.kind == "media" else self.refused
+        counter.labels(refusal.reason).inc()
 
 
 class _LifecycleCollector:

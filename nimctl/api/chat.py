@@ -15,8 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from nimctl.api.state import app_state, require_ready
 from nimctl.errors import BadRequestError, NotFoundError
-from nimctl.guards import GuardError, check_request
-from nimctl.media.intake import MediaError
+from nimctl.guards import check_request
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -35,15 +34,8 @@ async def chat_completions(request: Request) -> Response:
             f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
             param="model",
         )
-    try:
-        check_request(payload, state.profile)
-        await state.intake.resolve(payload, state.profile)
-    except GuardError as exc:
-        state.metrics.refused.labels(exc.rule).inc()
-        raise
-    except MediaError as exc:
-        state.metrics.media_failures.labels(exc.reason).inc()
-        raise
+    check_request(payload, state.profile)
+    await state.intake.resolve(payload, state.profile)
     chat_request = state.engine.parse_chat_request(payload)
     result = await until_disconnect(request, state.engine.chat(chat_request, request))
     if result is None:  # the client left; its engine request has been cancelled

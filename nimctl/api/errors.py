@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from nimctl.errors import NimError, error_body
+from nimctl.api.state import app_state
+from nimctl.errors import NimError, Refusal, error_body
 
 logger = logging.getLogger("nimctl.api")
 
@@ -29,7 +30,9 @@ def error_response(exc: NimError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
-async def _nim_error(_: Request, exc: NimError) -> JSONResponse:
+async def _nim_error(request: Request, exc: NimError) -> JSONResponse:
+    if isinstance(exc, Refusal):  # counted here, wherever it was raised
+        app_state(request).metrics.count_refusal(exc)
     return error_response(exc)
 
 

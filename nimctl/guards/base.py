@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from nimctl.errors import BadRequestError
+from nimctl.errors import Refusal
 
 
-class GuardError(BadRequestError):
+class GuardError(Refusal):
     """A request that breaks a documented rule of the model: 400, with the rule named."""
 
+    kind = "rule"
+
     def __init__(self, rule: str, problem: str, fix: str, param: str | None = None) -> None:
-        super().__init__(f"{problem} {fix} (rule: {rule})", param=param)
-        self.rule = rule
+        super().__init__(rule, f"{problem} {fix} (rule: {rule})", fix, param=param)
+
+    @property
+    def rule(self) -> str:
+        return self.reason
 
 
 def messages(payload: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import pybase64
 
-from nimctl.errors import BadRequestError
+from nimctl.errors import Refusal
 from nimctl.guards.base import GuardError, messages, part_url, parts
 from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher
 from nimctl.media.formats import FORMAT_NAMES, DataUrl, VideoInfo, parse_data_url
@@ -43,13 +43,14 @@ _VIDEO_MIME = {
 }
 
 
-class MediaError(BadRequestError):
+class MediaError(Refusal):
     """A content part whose media cannot be used: 400, naming the part and the reason."""
+
+    kind = "media"
 
     def __init__(self, where: str, reason: str, problem: str, fix: str) -> None:
         text = f"{problem} {fix}".strip()
-        super().__init__(f"{where}: {text} (reason: {reason})", param=where)
-        self.reason = reason
+        super().__init__(reason, f"{where}: {text} (reason: {reason})", fix, param=where)
 
 
 @dataclass(frozen=True)
