@@ -151,6 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
     store, base, profile = _resolve(settings)
     logger.info("profile %s (%s, id %s)", profile.name, profile.tag, store.id_of(base))
     _prepare_cpu_twin(profile)
+    from nimctl.engine.environment import prepare_engine_environment
+
+    prepare_engine_environment(settings, profile, os.environ)
     loop_factory = _loop_factory(os.environ.get(LOOP_VARIABLE, DEFAULT_LOOP))
     sock = _bind(settings.host, settings.server_port)
 

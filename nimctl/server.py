@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("nimctl.server")
 KEEP_ALIVE_S = 75
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GracefulServer(uvicorn.Server):
@@ -42,14 +45,19 @@ class GracefulServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        # uvicorn re-raises a captured signal after shutting down, so the process would die by
-        # it; a completed graceful stop is a normal exit (status 0).
+        """SIGINT and SIGTERM start the drain (a second one stops at once), through uvicorn's
+        public `handle_exit`. Unlike uvicorn's own, the signal is not raised again after the
+        server stops: a completed graceful stop is a normal exit (status 0)."""
         self._loop = asyncio.get_running_loop()
-        with super().capture_signals():
-            try:
-                yield
-            finally:
-                getattr(self, "_captured_signals", []).clear()
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be installed from the main thread
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in _HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._draining or self._loop is None:

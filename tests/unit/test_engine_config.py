@@ -14,8 +14,8 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 
+from nimctl.engine.environment import bind_cpu_ranks
 from nimctl.engine.vllm import (
-    _bind_cpu_ranks,
     build_engine_args,
     parse_passthrough_args,
     pin_frame_count,
@@ -145,20 +145,20 @@ def test_cpu_ranks_get_a_share_of_the_cores_each(store, monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda _: {0, 1, 2, 3, 4})
     tiny = store.get("tiny")
     env: dict[str, str] = {}
-    _bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
+    bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
     assert env == {"VLLM_CPU_OMP_THREADS_BIND": "0,1|2,3"}
     env = {}
-    _bind_cpu_ranks(tiny, env)  # one rank: vLLM's own binding
+    bind_cpu_ranks(tiny, env)  # one rank: vLLM's own binding
     assert env == {}
     env = {"VLLM_CPU_OMP_THREADS_BIND": "3|4"}
-    _bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
+    bind_cpu_ranks(apply_settings(tiny, NimSettings(tensor_parallel_size=2)), env)
     assert env == {"VLLM_CPU_OMP_THREADS_BIND": "3|4"}  # the user's choice wins
     env = {}
-    _bind_cpu_ranks(store.get("mistral-small-4-119b-2603"), env)  # GPUs: not ours to bind
+    bind_cpu_ranks(store.get("mistral-small-4-119b-2603"), env)  # GPUs: not ours to bind
     assert env == {}
     with pytest.raises(ConfigError, match="needs a core per rank"):
         six = NimSettings(tensor_parallel_size=2, pipeline_parallel_size=3)
-        _bind_cpu_ranks(apply_settings(tiny, six), {})
+        bind_cpu_ranks(apply_settings(tiny, six), {})
 
 
 def test_cpu_profiles_prefill_whole_prompts(store):
