@@ -16,7 +16,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,11 +271,8 @@ class ProfileStore:
 
 
 def builtin_profiles_dir() -> Path:
-    """Profiles shipped with nimctl: inside the wheel, or `profiles/` of a source checkout."""
-    packaged = Path(str(resources.files("nimctl"))) / "profiles"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "profiles"
+    """Profiles shipped with nimctl, package data: a wheel and a checkout read the same files."""
+    return Path(__file__).resolve().parent / "builtin"
 
 
 def load_store(settings: NimSettings) -> ProfileStore:
