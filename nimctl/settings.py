@@ -447,6 +447,18 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
+def engine_arg_settings() -> dict[str, str]:
+    """Setting -> the vLLM engine argument it sets directly (a top-level argument: not a part of
+    one, like `limit_mm_per_prompt.image`, nor NIM_PASSTHROUGH_ARGS), from the fields' metadata."""
+    out = {}
+    for name, field in NimSettings.model_fields.items():
+        extra = field.json_schema_extra
+        arg = extra.get("vllm") if isinstance(extra, dict) else None
+        if isinstance(arg, str) and arg != "any" and "." not in arg:
+            out[name] = arg
+    return out
+
+
 def unknown_nim_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """`NIM_*` variables that nimctl does not read: most often a typo worth a warning."""
     environ = os.environ if environ is None else environ

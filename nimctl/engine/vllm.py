@@ -28,7 +28,7 @@ from starlette.requests import Request
 
 from nimctl.engine.base import ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
-from nimctl.profiles import BUILTIN_SCHEME, Profile
+from nimctl.profiles import BUILTIN_SCHEME, OWNED_ENGINE_ARGS, Profile
 from nimctl.settings import NimSettings
 from nimctl.validation import StrictRequestModel, unsatisfiable_schema
 
@@ -464,7 +464,7 @@ def parse_passthrough_args(value: str | None) -> dict[str, Any]:
     given = vars(parser.parse_args(tokens))
     defaults = vars(parser.parse_args([]))
     explicit = {key: val for key, val in given.items() if val != defaults.get(key)}
-    for key, instead in _OWNED_BY_NIMCTL.items():
+    for key, instead in OWNED_ENGINE_ARGS.items():
         if key in explicit:
             raise ConfigError(
                 f"invalid NIM_PASSTHROUGH_ARGS={value!r}: --{key.replace('_', '-')} is set "
@@ -473,15 +473,6 @@ def parse_passthrough_args(value: str | None) -> dict[str, Any]:
     return explicit
 
 
-# Engine arguments that must come from one nimctl setting, because nimctl enforces them too.
-_OWNED_BY_NIMCTL = {
-    "model": "NIM_MODEL_PATH",
-    "served_model_name": "NIM_SERVED_MODEL_NAME",
-    "limit_mm_per_prompt": "NIM_MAX_IMAGES_PER_PROMPT / NIM_MAX_VIDEOS_PER_PROMPT",
-    "reasoning_parser": "the profile's reasoning_parser",
-    "allowed_media_domains": "NIM_MEDIA_ALLOWLIST (media is fetched by nimctl)",
-    "allowed_local_media_path": "NIM_MEDIA_LOCAL_PATH (media is read by nimctl)",
-}
 MEDIA_FENCE_DOMAIN = "media-is-fetched-by-nimctl.invalid"
 
 

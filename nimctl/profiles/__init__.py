@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nimctl.errors import ConfigError
-from nimctl.settings import NimSettings
+from nimctl.settings import NimSettings, engine_arg_settings
 
 TINY_PROFILE = "tiny"
 BUILTIN_SCHEME = "builtin:"
@@ -31,14 +31,18 @@ ImageFormat = Literal["gif", "jpeg", "png", "webp", "bmp"]
 
 # Engine arguments that a profile states through its own fields, so that one value feeds
 # both the guard and vLLM and cannot disagree.
-_OWNED_ENGINE_ARGS = {
-    "model": "model",
-    "served_model_name": "served_model_name",
-    "limit_mm_per_prompt": "max_images_per_prompt / max_videos_per_prompt",
-    "reasoning_parser": "reasoning_parser",
-    "tool_call_parser": "tool_call_parser",
-    "enable_auto_tool_choice": "tool_call_parser",
-    "chat_template": "chat_template",
+# vLLM engine arguments that nimctl sets from its own settings or profile fields, because it
+# enforces them too (guards, media intake, the model list); neither a profile's engine_args nor
+# NIM_PASSTHROUGH_ARGS may set them. Argument -> where to set it instead.
+OWNED_ENGINE_ARGS = {
+    "model": "the profile's model or NIM_MODEL_PATH",
+    "served_model_name": "the profile's served_model_name or NIM_SERVED_MODEL_NAME",
+    "limit_mm_per_prompt": "max_images_per_prompt / max_videos_per_prompt "
+    "(NIM_MAX_IMAGES_PER_PROMPT / NIM_MAX_VIDEOS_PER_PROMPT)",
+    "reasoning_parser": "the profile's reasoning_parser",
+    "tool_call_parser": "the profile's tool_call_parser or NIM_TOOL_CALL_PARSER",
+    "enable_auto_tool_choice": "the profile's tool_call_parser or NIM_TOOL_CALL_PARSER",
+    "chat_template": "the profile's chat_template or NIM_CHAT_TEMPLATE",
     "allowed_media_domains": "NIM_MEDIA_ALLOWLIST (nimctl fetches media)",
     "allowed_local_media_path": "NIM_MEDIA_LOCAL_PATH (nimctl reads media)",
 }
@@ -115,9 +119,9 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
-        for key, field in _OWNED_ENGINE_ARGS.items():
+        for key, instead in OWNED_ENGINE_ARGS.items():
             if key in self.engine_args:
-                raise ValueError(f"engine_args.{key} is set through the profile field {field}")
+                raise ValueError(f"engine_args.{key} is set through {instead}")
         if self.reasoning_default and not self.reasoning_parser:
             raise ValueError("reasoning_default needs a reasoning_parser")
         if self.rules.reasoning_efforts and not self.reasoning_parser:
@@ -300,14 +304,11 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
         update["chat_template"] = str(settings.chat_template.expanduser())
 
     engine_args = dict(profile.engine_args)
-    for field, arg in (
-        ("max_model_len", "max_model_len"),
-        ("tensor_parallel_size", "tensor_parallel_size"),
-        ("pipeline_parallel_size", "pipeline_parallel_size"),
-        ("enable_kv_cache_reuse", "enable_prefix_caching"),
-        ("kvcache_percent", "gpu_memory_utilization"),
-        ("max_num_seqs", "max_num_seqs"),
-    ):
+    # Settings that feed a vLLM argument (their `vllm` metadata, which the configuration docs
+    # show) and are not profile fields (those are updated above) replace the profile's value.
+    for field, arg in engine_arg_settings().items():
+        if field in Profile.model_fields:
+            continue
         value = getattr(settings, field)
         if value is not None:
             engine_args[arg] = value
@@ -316,9 +317,7 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
         hardware = hardware.model_copy(update={"nodes": settings.num_compute_nodes})
         update["hardware"] = hardware
     nodes = hardware.nodes
-    if settings.distributed_executor_backend is not None:
-        engine_args["distributed_executor_backend"] = settings.distributed_executor_backend
-    elif nodes > 1:
+    if nodes > 1:
         engine_args.setdefault("distributed_executor_backend", "ray")
     if nodes > 1 and engine_args.get("distributed_executor_backend") != "ray":
         raise ConfigError(

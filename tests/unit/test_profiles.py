@@ -10,6 +10,7 @@ from nimctl.errors import ConfigError
 from nimctl.modelgen import BUILTINS
 from nimctl.profiles import (
     Gpu,
+    Profile,
     ProfileStore,
     apply_settings,
     builtin_profiles_dir,
@@ -290,3 +291,23 @@ def test_single_node_ids_did_not_change_when_nodes_was_added(store):
     assert store.id_of(store.get("tiny")) == (
         "833566eb66087a6dd34fd0d3fd654437a19788bfb9c318fde2c503c8564c6783"
     )
+
+
+def test_every_setting_that_feeds_an_engine_argument_reaches_it(store):
+    """The `vllm` metadata of a setting (what docs/configuration.md shows) is what it sets."""
+    from nimctl.settings import engine_arg_settings
+
+    values = {
+        "max_model_len": 1234,
+        "tensor_parallel_size": 1,
+        "pipeline_parallel_size": 1,
+        "enable_kv_cache_reuse": True,
+        "kvcache_percent": 0.5,
+        "max_num_seqs": 7,
+        "distributed_executor_backend": "mp",
+    }
+    direct = {f: a for f, a in engine_arg_settings().items() if f not in Profile.model_fields}
+    assert set(direct) == set(values)  # a new such setting needs a value here
+    applied = apply_settings(store.get("tiny"), NimSettings(**values)).engine_args
+    for field, arg in direct.items():
+        assert applied[arg] == values[field], field
