@@ -148,7 +148,7 @@ class Profile(_Strict):
     @property
     def parallel_size(self) -> int:
         args = self.engine_args
-        return int(args.get("tensor_parallel_size", 1)) * int(args.get("pipeline_parallel_size", 1))
+        return parallel_size(args)
 
     @property
     def tag(self) -> str:
@@ -274,6 +274,12 @@ class ProfileStore:
         )
 
 
+def parallel_size(engine_args: Mapping[str, Any]) -> int:
+    """Tensor x pipeline parallel size: the GPUs (or CPU ranks) one engine spans."""
+    tensor = int(engine_args.get("tensor_parallel_size", 1))
+    return tensor * int(engine_args.get("pipeline_parallel_size", 1))
+
+
 def builtin_profiles_dir() -> Path:
     """Profiles shipped with nimctl, package data: a wheel and a checkout read the same files."""
     return Path(__file__).resolve().parent / "builtin"
@@ -332,9 +338,7 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
     update["engine_args"] = engine_args
 
     if hardware.gpus:
-        parallel = int(engine_args.get("tensor_parallel_size", 1)) * int(
-            engine_args.get("pipeline_parallel_size", 1)
-        )
+        parallel = parallel_size(engine_args)
         if parallel != hardware.gpus:
             # Same total memory spread over a different number of GPUs.
             total = hardware.gpus * hardware.gpu_memory_gib
