@@ -350,4 +350,11 @@ def _check(args: argparse.Namespace) -> int:
         print(f"# warning: {name} is not a nimctl setting and is ignored")
     print(f"# profile {profile.name}, id {store.id_of(base)}")
     print(profile.to_yaml(), end="")
+    try:
+        from nimctl.engine.vllm import check_engine_config
+    except ImportError:  # e.g. a machine that only renders manifests
+        print("# engine arguments not checked: vLLM is not installed here")
+        return 0
+    check_engine_config(profile, settings)
+    print("# engine arguments: accepted by vLLM's argument parser")
     return 0

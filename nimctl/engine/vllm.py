@@ -402,6 +402,13 @@ def validate_parsers(profile: Profile) -> None:
             )
 
 
+def check_engine_config(profile: Profile, settings: NimSettings) -> None:
+    """What `serve` would refuse once vLLM is loaded, checked without starting anything: the
+    parsers, the profile's engine arguments and NIM_PASSTHROUGH_ARGS (ConfigError)."""
+    validate_parsers(profile)
+    build_engine_args(profile, settings, profile.model)
+
+
 def build_engine_args(profile: Profile, settings: NimSettings, model: str) -> AsyncEngineArgs:
     """AsyncEngineArgs from the profile, then `NIM_PASSTHROUGH_ARGS`, which win."""
     from vllm.config import StructuredOutputsConfig

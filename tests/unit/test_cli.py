@@ -55,6 +55,8 @@ def test_check_prints_effective_settings(capsys, monkeypatch):
         # What would stop `serve` once the app is built stops `check` before it.
         (["check"], {"NIM_MEDIA_ALLOWLIST": "10.0.0.0/33"}, "invalid NIM_MEDIA_ALLOWLIST="),
         (["serve"], {"NIM_MEDIA_ALLOWLIST": "ok.example, *"}, "'*' is not a host name"),
+        (["check"], {"NIM_PASSTHROUGH_ARGS": "--no-such-flag 1"}, "invalid NIM_PASSTHROUGH_ARGS="),
+        (["check"], {"NIM_TOOL_CALL_PARSER": "nope"}, "invalid NIM_TOOL_CALL_PARSER='nope'"),
     ],
 )
 def test_config_errors_are_one_line_and_exit_2(capsys, monkeypatch, argv, env, expected):
