@@ -34,8 +34,8 @@ async def chat_completions(request: Request) -> Response:
             f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
             param="model",
         )
-    check_request(payload, state.profile)
-    await state.intake.resolve(payload, state.profile)
+    content = check_request(payload, state.profile)
+    await state.intake.resolve(payload, state.profile, content)
     chat_request = state.engine.parse_chat_request(payload)
     result = await until_disconnect(request, state.engine.chat(chat_request, request))
     if result is None:  # the client left; its engine request has been cancelled

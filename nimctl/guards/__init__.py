@@ -12,20 +12,24 @@ from __future__ import annotations
 from typing import Any
 
 from nimctl.guards import media, params, roles, tools
-from nimctl.guards.base import GuardError
+from nimctl.guards.base import Content, GuardError, classify
 from nimctl.profiles import Profile
 
-__all__ = ["GuardError", "check_request"]
+__all__ = ["Content", "GuardError", "check_request"]
 
 
-def check_request(payload: dict[str, Any], profile: Profile) -> None:
+def check_request(payload: dict[str, Any], profile: Profile) -> Content:
+    """Translate and check the request; its content parts, classified once, for the intake."""
     roles.check_shape(payload)
     media.translate(payload, profile)
     params.translate(payload, profile)
     tools.translate(payload)
+    content = classify(payload)
     roles.check(payload, profile)
     params.check(payload, profile)
     tools.check(payload, profile)
-    media.check(payload, profile)
-    # Last, so that refusals above name the parts where the client put them.
+    media.check(payload, profile, content)
+    # Last, so that refusals (here and in the media intake) name parts where the client put
+    # them: reordering moves the same part objects that `content` holds.
     media.reorder(payload, profile)
+    return content

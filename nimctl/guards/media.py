@@ -6,14 +6,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nimctl.guards.base import GuardError, messages, parts
+from nimctl.guards.base import (
+    CLIENT_PARTS,
+    IMAGE_PARTS,
+    Content,
+    GuardError,
+    Located,
+    messages,
+)
 from nimctl.profiles import Profile
 
-IMAGE_PARTS = ("image_url", "input_image")
-VIDEO_PARTS = ("video_url",)
-# Content parts a client may send. vLLM also takes in-process ones (image_pil, embeddings),
-# which must never come from the network.
-CLIENT_PARTS = ("text", "input_text", *IMAGE_PARTS, *VIDEO_PARTS)
+# CLIENT_PARTS are the content parts a client may send. vLLM also takes in-process ones
+# (image_pil, embeddings), which must never come from the network.
 _IMG_TAG = re.compile(r"""<img\s[^>]*?\bsrc\s*=\s*(["'])(?P<src>.*?)\1[^>]*>""", re.I | re.S)
 # The seed's bounds on mm_processor_kwargs.size (pixels of the sampled frames or image).
 MAX_EDGE_PIXELS = 16_777_216
@@ -63,71 +67,60 @@ def _is_image(part: dict[str, Any]) -> bool:
     return part.get("type") in IMAGE_PARTS
 
 
-def check(payload: dict[str, Any], profile: Profile) -> None:
-    images: list[tuple[int, int, dict[str, Any]]] = []
-    videos: list[tuple[int, int, dict[str, Any]]] = []
-    for i, message in messages(payload):
-        for j, part in parts(message):
-            kind = part.get("type")
-            if kind in IMAGE_PARTS:
-                images.append((i, j, part))
-            elif kind in VIDEO_PARTS:
-                videos.append((i, j, part))
-            elif isinstance(kind, str) and kind not in CLIENT_PARTS:
-                raise GuardError(
-                    "content_part_types",
-                    f"messages[{i}].content[{j}] has type {kind!r}, which "
-                    f"{profile.served_model_name} does not take.",
-                    f"Use one of: {', '.join(CLIENT_PARTS)}.",
-                    f"messages[{i}].content[{j}].type",
-                )
-    _check_image_count(images, profile)
-    _check_videos(videos, profile)
-    _check_mm_kwargs(payload, profile, bool(videos))
+def check(payload: dict[str, Any], profile: Profile, content: Content) -> None:
+    for located in content.unknown:
+        raise GuardError(
+            "content_part_types",
+            f"{located.where} has type {located.part.get('type')!r}, which "
+            f"{profile.served_model_name} does not take.",
+            f"Use one of: {', '.join(CLIENT_PARTS)}.",
+            f"{located.where}.type",
+        )
+    _check_image_count(content.images, profile)
+    _check_videos(content.videos, profile)
+    _check_mm_kwargs(payload, profile, bool(content.videos))
 
 
-def _check_image_count(images: list[tuple[int, int, dict[str, Any]]], profile: Profile) -> None:
+def _check_image_count(images: list[Located], profile: Profile) -> None:
     limit = profile.max_images_per_prompt
     if len(images) > limit:
-        i, j, _ = images[limit]
         raise GuardError(
             "max_images_per_prompt",
             f"The request has {len(images)} images; {profile.served_model_name} takes at most "
             f"{limit} per request (NIM_MAX_IMAGES_PER_PROMPT={limit}).",
             "Send fewer images, or raise NIM_MAX_IMAGES_PER_PROMPT on the server.",
-            f"messages[{i}].content[{j}]",
+            images[limit].where,
         )
 
 
-def _check_videos(videos: list[tuple[int, int, dict[str, Any]]], profile: Profile) -> None:
+def _check_videos(videos: list[Located], profile: Profile) -> None:
     if not videos:
         return
-    i, j, _ = videos[0]
+    where = videos[0].where
     model = profile.served_model_name
     if not profile.video_input:
         raise GuardError(
             "video_input",
-            f"messages[{i}].content[{j}] is a video, and {model} takes no video input.",
+            f"{where} is a video, and {model} takes no video input.",
             "Remove the video part; send images instead.",
-            f"messages[{i}].content[{j}]",
+            where,
         )
     limit = profile.max_videos_per_prompt
     if limit == 0:
         raise GuardError(
             "max_videos_per_prompt",
-            f"messages[{i}].content[{j}] is a video, and video input is off on this server "
+            f"{where} is a video, and video input is off on this server "
             "(NIM_MAX_VIDEOS_PER_PROMPT=0).",
             "Set NIM_MAX_VIDEOS_PER_PROMPT=1 on the server to enable video.",
-            f"messages[{i}].content[{j}]",
+            where,
         )
     if len(videos) > limit:
-        i, j, _ = videos[limit]
         raise GuardError(
             "max_videos_per_prompt",
             f"The request has {len(videos)} videos; {model} takes at most {limit} per request "
             f"(NIM_MAX_VIDEOS_PER_PROMPT={limit}).",
             "Send fewer videos, or raise NIM_MAX_VIDEOS_PER_PROMPT on the server.",
-            f"messages[{i}].content[{j}]",
+            videos[limit].where,
         )
 
 

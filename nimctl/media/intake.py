@@ -24,7 +24,7 @@ from typing import Any
 import pybase64
 
 from nimctl.errors import Refusal
-from nimctl.guards.base import GuardError, messages, part_url, parts
+from nimctl.guards.base import Content, GuardError, classify, part_url
 from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher
 from nimctl.media.formats import FORMAT_NAMES, DataUrl, VideoInfo, parse_data_url
 from nimctl.media.images import ImageProblem, load_image
@@ -32,8 +32,6 @@ from nimctl.media.video import VideoProblem, container_of, inspect_video
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 
-IMAGE_PARTS = ("image_url", "input_image")
-VIDEO_PARTS = ("video_url",)
 _WHITESPACE = re.compile(r"[\s]+")
 _VIDEO_MIME = {
     "MP4/MOV/3GP": "video/mp4",
@@ -99,8 +97,12 @@ class MediaIntake:
     async def aclose(self) -> None:
         await self._fetcher.aclose()
 
-    async def resolve(self, payload: dict[str, Any], profile: Profile) -> None:
-        items = _collect(payload)
+    async def resolve(
+        self, payload: dict[str, Any], profile: Profile, content: Content | None = None
+    ) -> None:
+        """Fetch, check and replace every media part; `content` is the guards' classification
+        of the request (taken here when not given)."""
+        items = _collect(content if content is not None else classify(payload))
         if not items:
             return
         results = await asyncio.gather(
@@ -243,29 +245,19 @@ def b64decode_sliced(text: str) -> bytes:
     )
 
 
-def _collect(payload: dict[str, Any]) -> list[_Item]:
+def _collect(content: Content) -> list[_Item]:
     items = []
-    for i, message in messages(payload):
-        for j, part in parts(message):
-            kind = (
-                "image"
-                if part.get("type") in IMAGE_PARTS
-                else "video"
-                if part.get("type") in VIDEO_PARTS
-                else None
+    for located in content.media:
+        kind, part, where = located.kind, located.part, located.where
+        url = part_url(part, "image_url" if kind == "image" else "video_url")
+        if url is None:
+            raise MediaError(
+                where,
+                "url",
+                f"The {kind} part has no URL.",
+                f'Send {{"type": "{part["type"]}", "{kind}_url": {{"url": "..."}}}}.',
             )
-            if kind is None:
-                continue
-            where = f"messages[{i}].content[{j}]"
-            url = part_url(part, "image_url" if kind == "image" else "video_url")
-            if url is None:
-                raise MediaError(
-                    where,
-                    "url",
-                    f"The {kind} part has no URL.",
-                    f'Send {{"type": "{part["type"]}", "{kind}_url": {{"url": "..."}}}}.',
-                )
-            items.append(_Item(where, kind, part, url, parse_data_url(url)))
+        items.append(_Item(where, kind, part, url, parse_data_url(url)))
     return items
 
 
