@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import prometheus_client
 from fastapi import FastAPI
@@ -34,7 +35,7 @@ from nimctl.settings import NimSettings
 def create_app(
     settings: NimSettings,
     profile: Profile,
-    engine: Engine,
+    engine: Engine[Any],
     *,
     profile_id: str | None = None,
     registry: CollectorRegistry | None = None,

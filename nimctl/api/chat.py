@@ -45,7 +45,7 @@ async def chat_completions(request: Request) -> Response:
         state.metrics.media_failures.labels(exc.reason).inc()
         raise
     chat_request = state.engine.parse_chat_request(payload)
-    result = await until_disconnect(request, state.engine.chat(chat_request, request))
+    result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
     if result is None:  # the client left; its engine request has been cancelled
         return Response(status_code=499)
     if result.stream is not None:
