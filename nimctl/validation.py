@@ -102,6 +102,7 @@ def _fields_adapter(kind: type) -> TypeAdapter[Mapping[str, object]]:
     }
     # Built at run time from the dataclass's fields; mypy knows only TypedDicts written out.
     typed = TypedDict(kind.__name__, fields, total=False)  # type: ignore[misc]
+    # pydantic reads a TypedDict's config from this attribute (what pydantic.with_config sets).
     typed.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return TypeAdapter(typed)
 

@@ -107,7 +107,7 @@ def create_app(
             app.openapi_schema = add_chat_schemas(document, [engine.served_model_name])
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema
     for module in (health, models, chat, metrics, meta):
         app.include_router(module.router)
     # Added innermost first: the request id wraps everything, so every log line carries it.
