@@ -36,8 +36,7 @@ serve: install
 # Every test but the end-to-end runs on the real-architecture twins, which take `make test` past
 # 20 min on 2 cores (their engines start slower and decode the seed pages' 4096-token streams
 # at 10-17 ms a token): those are `make test-twins` (about 9 min). CI runs both.
-test: install
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/pytest -m "not real_twin"
 
 test-twins: install
@@ -82,13 +81,15 @@ bench-quick: install
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install
 	$(BIN)/python -m bench.serving --quick
 
+# mypy, strict on nimctl/ (pyproject.toml's [tool.mypy]): about 40 s cold, seconds once cached.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -53,7 +53,8 @@ DEFAULT_LOOP = "asyncio"
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        func: Callable[[argparse.Namespace], int] = args.func  # the subcommand's
+        return func(args)
     except ConfigError as exc:
         print(f"nimctl: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -98,7 +98,9 @@ class ServiceUnavailableError(NimError):
     error_type = "ServiceUnavailableError"
 
 
-def error_body(message: str, error_type: str, code: int, param: str | None = None) -> dict:
+def error_body(
+    message: str, error_type: str, code: int, param: str | None = None
+) -> dict[str, dict[str, str | int | None]]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 

@@ -87,6 +87,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- connection ---------------------------------------------------------------------------
 
+    # Narrower than asyncio.Protocol's BaseTransport, as uvicorn's own: a stream's is a Transport.
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()  # a connection that never sends a head is closed too

@@ -848,12 +848,14 @@ def _container_env(spec: Values, profile: Profile, profile_id: str) -> list[dict
     env += [dict(item) for item in spec.extraEnv]
     seen: set[str] = set()
     for item in env:
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
+        item_name = item.get("name")
+        if not isinstance(item_name, str) or not item_name:
             raise ConfigError("invalid values extraEnv: every entry needs a name")
-        if name in seen:
-            raise ConfigError(f"invalid values: {name} is set twice (env, secretEnv, extraEnv)")
-        seen.add(name)
+        if item_name in seen:
+            raise ConfigError(
+                f"invalid values: {item_name} is set twice (env, secretEnv, extraEnv)"
+            )
+        seen.add(item_name)
     for name, key in _MULTI_NODE_ENV.items():
         if name in seen:
             where = f"env.{name}" if name in spec.env else name

@@ -14,6 +14,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from nimctl.engine.base import Engine, EngineDeadError
 from nimctl.errors import ConfigError
@@ -32,7 +33,7 @@ class State(enum.Enum):
 class Supervisor:
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine[Any],
         *,
         health_interval_s: float = 1.0,
         on_ready: Callable[[], None] | None = None,

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import uvicorn
 
@@ -29,6 +29,8 @@ from nimctl.settings import NimSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+
+    from nimctl.api.state import AppState
 
 logger = logging.getLogger("nimctl.server")
 KEEP_ALIVE_S = 75
@@ -78,8 +80,17 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
+class _TlsArgs(TypedDict, total=False):
+    """uvicorn.Config's TLS arguments, those nimctl sets."""
+
+    ssl_keyfile: str
+    ssl_certfile: str
+    ssl_ca_certs: str
+    ssl_cert_reqs: int
+
+
 def uvicorn_config(app: FastAPI, settings: NimSettings) -> uvicorn.Config:
-    tls: dict[str, object] = {}
+    tls: _TlsArgs = {}
     if settings.ssl_mode != "DISABLED":
         tls = {
             "ssl_keyfile": str(settings.ssl_key_path),
@@ -106,7 +117,8 @@ def uvicorn_config(app: FastAPI, settings: NimSettings) -> uvicorn.Config:
 
 async def serve(app: FastAPI, sock: socket.socket, settings: NimSettings) -> int:
     server = GracefulServer(uvicorn_config(app, settings), app, settings.shutdown_grace_period)
-    supervisor = app.state.nimctl.supervisor
+    state: AppState = app.state.nimctl  # Starlette's app.state is untyped
+    supervisor = state.supervisor
 
     async def stop_when_fatal() -> None:
         await supervisor.fatal.wait()

@@ -414,7 +414,7 @@ def settings_for_pod(env: Mapping[str, str], where: str = "values env.") -> NimS
     environment plays no part, and files are the pod's, so their existence is not checked.
     Unknown `NIM_*` names are refused (a typo would otherwise pass silently into every pod).
     """
-    data = {
+    data: dict[str, Any] = {  # strings, which the settings parse as the environment's
         key[len(ENV_PREFIX) :].lower(): value
         for key, value in env.items()
         if key.upper().startswith(ENV_PREFIX) and value != ""  # as env_ignore_empty does
@@ -459,7 +459,7 @@ def engine_arg_settings() -> dict[str, str]:
     return out
 
 
-def unknown_nim_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+def unknown_nim_variables(environ: Mapping[str, object] | None = None) -> list[str]:
     """`NIM_*` variables that nimctl does not read: most often a typo worth a warning."""
     environ = os.environ if environ is None else environ
     known = {env_name(name) for name in NimSettings.model_fields}

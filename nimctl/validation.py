@@ -12,9 +12,10 @@ import json
 import typing
 from collections import deque
 from collections.abc import Iterator, Mapping
-from typing import Any, Required
+from typing import Any, Generic, Required, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from nimctl.errors import BadRequestError
@@ -31,7 +32,10 @@ _KIND_NAMES = {
 }
 
 
-class StrictRequestModel:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class StrictRequestModel(Generic[ModelT]):
     """Validates JSON-decoded bodies into `model`, every scalar, at any depth, of its JSON type.
 
     pydantic's default (lax) mode coerces: `"yes"` and `1` become `true`, `2.0` and `"5"`
@@ -48,7 +52,7 @@ class StrictRequestModel:
     OpenAI-format messages (a unit test watches the list).
     """
 
-    def __init__(self, model: type[BaseModel]) -> None:
+    def __init__(self, model: type[ModelT]) -> None:
         self.model = model
         self.fields = frozenset(model.model_fields)
         self._dataclasses = {
@@ -57,7 +61,7 @@ class StrictRequestModel:
             for kind in _dataclasses_in(field.annotation)
         }
 
-    def validate(self, payload: dict[str, Any]) -> Any:
+    def validate(self, payload: dict[str, Any]) -> ModelT:
         """The model instance; BadRequestError naming the first bad field otherwise."""
         unknown = sorted(payload.keys() - self.fields)
         if unknown:
@@ -85,7 +89,7 @@ def _dataclasses_in(annotation: Any) -> Iterator[type]:
             yield kind
 
 
-def _fields_adapter(kind: type) -> TypeAdapter[dict[str, Any]]:
+def _fields_adapter(kind: type) -> TypeAdapter[Mapping[str, object]]:
     """A typed dict of a dataclass's init fields; unknown keys are refused, not dropped."""
     hints = typing.get_type_hints(kind)
     fields = {
@@ -96,14 +100,16 @@ def _fields_adapter(kind: type) -> TypeAdapter[dict[str, Any]]:
         for field in dataclasses.fields(kind)
         if field.init
     }
-    typed = TypedDict(kind.__name__, fields, total=False)
+    # Built at run time from the dataclass's fields; mypy knows only TypedDicts written out.
+    typed = TypedDict(kind.__name__, fields, total=False)  # type: ignore[misc]
+    # pydantic reads a TypedDict's config from this attribute (what pydantic.with_config sets).
     typed.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return TypeAdapter(typed)
 
 
 def _dataclass_instance(
-    kind: type, fields: TypeAdapter[dict[str, Any]], value: dict[str, Any], name: str
-) -> Any:
+    kind: type, fields: TypeAdapter[Mapping[str, object]], value: dict[str, Any], name: str
+) -> object:
     try:
         checked = fields.validate_python(value, strict=True)
     except ValidationError as exc:
@@ -119,7 +125,9 @@ def request_validation_error(
 ) -> BadRequestError:
     """The first validation problem, located by its path in the body (`param`)."""
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": str(exc), "type": ""}
+    first: ErrorDetails = (
+        errors[0] if errors else {"type": "", "loc": (), "msg": str(exc), "input": None}
+    )
     path = json_path(first["loc"], payload, keep_last=first["type"] == "missing")
     loc = ".".join(str(part) for part in (*prefix, *path)) or None
     if loc is None:  # a model-level check; vLLM's errors say which field they are about

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import prometheus_client
 from fastapi import FastAPI
@@ -34,7 +35,7 @@ from nimctl.settings import NimSettings
 def create_app(
     settings: NimSettings,
     profile: Profile,
-    engine: Engine,
+    engine: Engine[Any],
     *,
     profile_id: str | None = None,
     registry: CollectorRegistry | None = None,
@@ -106,7 +107,7 @@ def create_app(
             app.openapi_schema = add_chat_schemas(document, [engine.served_model_name])
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema
     for module in (health, models, chat, metrics, meta):
         app.include_router(module.router)
     # Added innermost first: the request id wraps everything, so every log line carries it.

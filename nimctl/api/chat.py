@@ -37,7 +37,7 @@ async def chat_completions(request: Request) -> Response:
     content = check_request(payload, state.profile)
     await state.intake.resolve(payload, state.profile, content)
     chat_request = state.engine.parse_chat_request(payload)
-    result = await until_disconnect(request, state.engine.chat(chat_request, request))
+    result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
     if result is None:  # the client left; its engine request has been cancelled
         return Response(status_code=499)
     if result.stream is not None:

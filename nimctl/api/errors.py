@@ -18,6 +18,7 @@ logger = logging.getLogger("nimctl.api")
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    # Starlette types a handler as taking any Exception; it calls each with the class it is for.
     app.add_exception_handler(NimError, _nim_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 from starlette.requests import Request
 
@@ -21,7 +22,7 @@ class AppState:
     settings: NimSettings
     profile: Profile
     profile_id: str
-    engine: Engine
+    engine: Engine[Any]
     supervisor: Supervisor
     intake: MediaIntake
     metrics: NimctlMetrics
@@ -30,7 +31,7 @@ class AppState:
 
 
 def app_state(request: Request) -> AppState:
-    return request.app.state.nimctl
+    return cast(AppState, request.app.state.nimctl)  # Starlette's app.state is untyped
 
 
 def require_ready(state: AppState) -> None:

@@ -7,12 +7,14 @@ are tested in-process without loading a model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from starlette.requests import Request
+# What an engine's `parse_chat_request` makes of a body, handed back to its `chat` unread by the
+# API (vLLM's `ChatCompletionRequest` for the real engine, a dict for the test engine).
+ChatRequestT = TypeVar("ChatRequestT")
 
 
 class EngineDeadError(Exception):
@@ -28,7 +30,10 @@ class ChatResult:
     stream: AsyncIterator[str] | None = None
 
 
-class Engine(Protocol):
+class Engine(Protocol[ChatRequestT]):
+    """An engine, by the type of its parsed chat request; the API holds an `Engine[Any]`, as it
+    only hands that request back to the engine that parsed it."""
+
     @property
     def served_model_name(self) -> str: ...
 
@@ -50,7 +55,7 @@ class Engine(Protocol):
         """Raise EngineDeadError if the engine cannot serve."""
         ...
 
-    def parse_chat_request(self, payload: dict[str, Any]) -> Any:
+    def parse_chat_request(self, payload: dict[str, Any]) -> ChatRequestT:
         """Validate a chat request body; raise BadRequestError naming the bad field.
 
         Every scalar, at any depth, must have its JSON type (nothing is coerced), and a
@@ -58,6 +63,10 @@ class Engine(Protocol):
         """
         ...
 
-    async def chat(self, request: Any, raw_request: Request) -> ChatResult: ...
+    async def chat(self, request: ChatRequestT, headers: Mapping[str, str]) -> ChatResult:
+        """Answer a parsed request. `headers` are the HTTP request's, looked up without regard
+        to case (Starlette's `Headers`): vLLM takes its request id, priority, trace context and
+        the like from them. A client's disconnect is the caller's to watch: it cancels this."""
+        ...
 
     async def shutdown(self) -> None: ...

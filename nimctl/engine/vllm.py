@@ -20,10 +20,11 @@ import shlex
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from nimctl.engine.base import ChatResult, EngineDeadError
@@ -33,8 +34,12 @@ from nimctl.settings import NimSettings
 from nimctl.validation import StrictRequestModel, unsatisfiable_schema
 
 if TYPE_CHECKING:
+    from vllm.config import ModelConfig, VllmConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+    from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+    from vllm.sampling_params import StructuredOutputsParams
     from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger("nimctl.engine")
@@ -50,12 +55,13 @@ class VllmEngine:
         self._profile = profile
         self._llm: AsyncLLM | None = None
         self._chat: OpenAIServingChat | None = None
-        self._validator: StrictRequestModel | None = None
-        self._check_constraint: Callable[[Any], None] | None = None
+        self._validator: StrictRequestModel[ChatCompletionRequest] | None = None
+        self._check_constraint: Callable[[StructuredOutputsParams], None] | None = None
         self._pin_frames = False
         self._generation_failed: tuple[type[Exception], type[Exception]] | None = None
-        self._verdicts: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
-        self._error_response: Callable[[Exception], Any] | None = None
+        self._verdicts: OrderedDict[tuple[Hashable, ...], str | None] = OrderedDict()
+        self._error_response: Callable[[Exception], ErrorResponse] | None = None
+        self._error_response_type: type[ErrorResponse] | None = None  # vllm loads in start()
         self._max_model_len = 0
         self._model_path: Path | None = None
         self._lock = threading.Lock()
@@ -107,7 +113,7 @@ class VllmEngine:
         os.environ["RAY_ADDRESS"] = address  # where vLLM's ray.init() connects
         ray_cluster.wait_for_nodes(address, hardware.nodes, self._settings.cluster_start_timeout)
 
-    def _configure(self, model_dir: str) -> tuple[AsyncEngineArgs, Any]:
+    def _configure(self, model_dir: str) -> tuple[AsyncEngineArgs, VllmConfig]:
         from vllm.usage.usage_lib import UsageContext
 
         validate_parsers(self._profile)
@@ -118,7 +124,7 @@ class VllmEngine:
             raise ConfigError(f"vLLM refused the engine configuration: {exc}") from exc
         return args, vllm_config
 
-    def _launch(self, args: AsyncEngineArgs, vllm_config: Any) -> None:
+    def _launch(self, args: AsyncEngineArgs, vllm_config: VllmConfig) -> None:
         """Start AsyncLLM on a worker thread; a shutdown that came meanwhile stops it again."""
         llm = _start_async_llm(args, vllm_config)
         with self._lock:
@@ -132,6 +138,7 @@ class VllmEngine:
         from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
         from vllm.entrypoints.openai.models.protocol import BaseModelPath
         from vllm.entrypoints.openai.models.serving import OpenAIServingModels
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
         from vllm.entrypoints.serve.exception_handling.error_response import (
             create_error_response,
         )
@@ -185,8 +192,9 @@ class VllmEngine:
         self._check_constraint = self._structured_outputs_validator()
         self._generation_failed = (GenerationError, RetryableRequestError)
         self._error_response = create_error_response
+        self._error_response_type = ErrorResponse
 
-    def _structured_outputs_validator(self) -> Callable[[Any], None]:
+    def _structured_outputs_validator(self) -> Callable[[StructuredOutputsParams], None]:
         """vLLM's own check of a structured-output constraint, for the configured backend.
 
         It is the check vLLM's input processor makes (`SamplingParams.verify`), backend
@@ -201,7 +209,7 @@ class VllmEngine:
         config = self._llm.vllm_config.structured_outputs_config
         tokenizer = self._llm.tokenizer
 
-        def check(constraint: Any) -> None:
+        def check(constraint: StructuredOutputsParams) -> None:
             params = SamplingParams(structured_outputs=dataclasses.replace(constraint))
             params._validate_structured_outputs(model_config, config, tokenizer)
 
@@ -215,7 +223,7 @@ class VllmEngine:
         except Exception as exc:
             raise EngineDeadError(str(exc) or type(exc).__name__) from exc
 
-    def parse_chat_request(self, payload: dict[str, Any]) -> Any:
+    def parse_chat_request(self, payload: dict[str, Any]) -> ChatCompletionRequest:
         assert self._validator is not None
         if self._pin_frames:
             pin_frame_count(payload)
@@ -231,7 +239,7 @@ class VllmEngine:
         self._check_structured_outputs(request)
         return request
 
-    def _check_structured_outputs(self, request: Any) -> None:
+    def _check_structured_outputs(self, request: ChatCompletionRequest) -> None:
         """Refuse, naming the field, a structured-output constraint the engine cannot follow.
 
         vLLM's input processor checks that a constraint converts into a grammar, not that the
@@ -255,7 +263,7 @@ class VllmEngine:
                     param=param,
                 )
 
-    def _constraint_problem(self, constraint: Any) -> str | None:
+    def _constraint_problem(self, constraint: StructuredOutputsParams) -> str | None:
         """What is wrong with a constraint, or None; remembered for the last ones seen.
 
         Checking costs a grammar conversion (0.3-1 ms of the event loop), and applications
@@ -272,13 +280,13 @@ class VllmEngine:
                 self._verdicts.popitem(last=False)
         return problem
 
-    def _find_constraint_problem(self, constraint: Any) -> str | None:
+    def _find_constraint_problem(self, constraint: StructuredOutputsParams) -> str | None:
         assert self._check_constraint is not None
         try:
             self._check_constraint(constraint)
         except Exception as exc:  # VLLMValidationError, ValueError, xgrammar's errors
             return str(exc.args[0]) if exc.args else type(exc).__name__
-        schema = constraint.json
+        schema: object = constraint.json
         if isinstance(schema, str):
             try:
                 schema = json.loads(schema)
@@ -287,10 +295,11 @@ class VllmEngine:
         reason = unsatisfiable_schema(schema) if schema is not None else None
         return f"{reason}." if reason else None
 
-    async def chat(self, request: Any, raw_request: Request) -> ChatResult:
+    async def chat(self, request: ChatCompletionRequest, headers: Mapping[str, str]) -> ChatResult:
         assert self._chat is not None and self._error_response is not None
+        assert self._error_response_type is not None
         try:
-            result = await self._chat.create_chat_completion(request, raw_request)
+            result = await self._chat.create_chat_completion(request, _vllm_request(headers))
         except NimError:
             raise
         except Exception as exc:
@@ -298,20 +307,20 @@ class VllmEngine:
                 logger.warning("generation failed under the constraint in %s", param)
                 raise constraint_failed(param) from exc
             raise self._nim_error(self._error_response(exc), exc) from exc
-        if hasattr(result, "error"):  # vLLM's ErrorResponse
+        if isinstance(result, AsyncGenerator):  # the SSE stream
+            if param := constraint_param(request):
+                return ChatResult(stream=await _hold_until_generating(result, param))
+            return ChatResult(stream=result)
+        if isinstance(result, self._error_response_type):
             raise self._nim_error(result, None)
-        if hasattr(result, "choices"):  # ChatCompletionResponse
-            return ChatResult(body=result.model_dump_json().encode())
-        if param := constraint_param(request):
-            return ChatResult(stream=await _hold_until_generating(result, param))
-        return ChatResult(stream=result)
+        return ChatResult(body=result.model_dump_json().encode())  # ChatCompletionResponse
 
     def _failed_under_constraint(self, exc: Exception) -> bool:
         assert self._generation_failed is not None
         failed, retryable = self._generation_failed
         return isinstance(exc, failed) and not isinstance(exc, retryable)
 
-    def _nim_error(self, response: Any, exc: Exception | None) -> NimError:
+    def _nim_error(self, response: ErrorResponse, exc: Exception | None) -> NimError:
         info = response.error
         if info.code >= 500:
             logger.error("chat failed: %s", info.message, exc_info=exc)
@@ -339,7 +348,7 @@ class VllmEngine:
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
 
 
-def _video_loader_ignores_num_frames(model_config: Any) -> bool:
+def _video_loader_ignores_num_frames(model_config: ModelConfig) -> bool:
     """Whether vLLM loads this model's videos with its Qwen3-VL loader (Qwen3-VL, Qwen3.5).
 
     That loader samples by fps, between `min_frames` (default 4) and `max_frames`, and ignores
@@ -460,10 +469,11 @@ def parse_passthrough_args(value: str | None) -> dict[str, Any]:
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
     class _Parser(FlexibleArgumentParser):
-        def error(self, message: str) -> Any:  # argparse would print usage and exit(2)
+        def error(self, message: str) -> NoReturn:  # argparse would print usage and exit(2)
             raise ConfigError(f"invalid NIM_PASSTHROUGH_ARGS={value!r}: {message}")
 
-    parser = AsyncEngineArgs.add_cli_args(_Parser(add_help=False))
+    # FlexibleArgumentParser.__init__ is unannotated in vLLM: an untyped call at that boundary.
+    parser = AsyncEngineArgs.add_cli_args(_Parser(add_help=False))  # type: ignore[no-untyped-call]
     try:
         tokens = shlex.split(value)
     except ValueError as exc:
@@ -489,18 +499,20 @@ VERDICTS_KEPT = 256
 VERDICT_KEY_CHARS = 64 * 2**10
 
 
-def _constraint_key(constraint: Any) -> tuple[Any, ...] | None:
+def _constraint_key(constraint: StructuredOutputsParams) -> tuple[Hashable, ...] | None:
     """What a constraint's check depends on, or None if it is too large to remember."""
-    schema = constraint.json
-    if schema is not None and not isinstance(schema, str):
+    if constraint.json is None or isinstance(constraint.json, str):
+        schema = constraint.json
+    else:
         try:
-            schema = json.dumps(schema, sort_keys=True)
+            schema = json.dumps(constraint.json, sort_keys=True)
         except (TypeError, ValueError, RecursionError):
             return None
+    choice = tuple(constraint.choice) if constraint.choice is not None else None
     key = (
         schema,
         constraint.regex,
-        tuple(constraint.choice) if constraint.choice is not None else None,
+        choice,
         constraint.grammar,
         constraint.json_object,
         constraint.structural_tag,
@@ -509,11 +521,11 @@ def _constraint_key(constraint: Any) -> tuple[Any, ...] | None:
         constraint.whitespace_pattern,
     )
     size = sum(len(part) for part in key if isinstance(part, str))
-    size += sum(len(choice) for choice in key[2] or ())
+    size += sum(len(option) for option in choice or ())
     return key if size <= VERDICT_KEY_CHARS else None
 
 
-def constraint_param(request: Any) -> str | None:
+def constraint_param(request: ChatCompletionRequest) -> str | None:
     """The request field a structured-output constraint comes from, if it has one."""
     response_format = request.response_format
     if response_format is not None and response_format.type != "text":
@@ -532,7 +544,7 @@ def constraint_param(request: Any) -> str | None:
     return None
 
 
-def forced_tool_parameters(request: Any) -> list[tuple[int, Any]]:
+def forced_tool_parameters(request: ChatCompletionRequest) -> list[tuple[int, dict[str, Any]]]:
     """The parameter schemas that `tool_choice` (required, or one named tool) makes a grammar."""
     if not request.tools:
         return []
@@ -554,6 +566,14 @@ def constraint_failed(param: str) -> BadRequestError:
         "for a $ref that needs itself, or a grammar rule with no way to end.",
         param=param,
     )
+
+
+def _vllm_request(headers: Mapping[str, str]) -> Request:
+    """The request vLLM's chat layer takes: it reads the headers only (X-Request-Id, priority,
+    trace context, session id, data-parallel rank) and sets `state.request_metadata`, which
+    nimctl does not read."""
+    raw = headers.raw if isinstance(headers, Headers) else Headers(headers=dict(headers)).raw
+    return Request({"type": "http", "headers": raw})
 
 
 async def _hold_until_generating(stream: AsyncIterator[str], param: str) -> AsyncIterator[str]:
@@ -608,7 +628,7 @@ async def _close(stream: AsyncIterator[str]) -> None:
         await close()
 
 
-def _start_async_llm(args: AsyncEngineArgs, vllm_config: Any) -> AsyncLLM:
+def _start_async_llm(args: AsyncEngineArgs, vllm_config: VllmConfig) -> AsyncLLM:
     from vllm.usage.usage_lib import UsageContext
     from vllm.v1.engine.async_llm import AsyncLLM
 

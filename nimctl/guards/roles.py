@@ -123,13 +123,14 @@ def _check_alternation(
                     "Move the system instructions into the first message.",
                 )
             continue
-        allowed = {
-            "user": ("", "assistant"),
-            "assistant": ("user", "tool"),
-            "tool": ("assistant_calls", "tool"),
-        }.get(role)
-        if allowed is not None and previous not in allowed:
-            _refuse(i, _order_problem(i, role, previous, model), _order_fix(role, previous))
+        if isinstance(role, str):  # a role of another type is the validator's to refuse
+            allowed = {
+                "user": ("", "assistant"),
+                "assistant": ("user", "tool"),
+                "tool": ("assistant_calls", "tool"),
+            }.get(role)
+            if allowed is not None and previous not in allowed:
+                _refuse(i, _order_problem(i, role, previous, model), _order_fix(role, previous))
         calls = role == "assistant" and bool(message.get("tool_calls"))
         previous = "assistant_calls" if calls else str(role)
     _check_ending(payload, model, previous, len(conversation) - 1)

@@ -34,7 +34,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_any,
     wait_exponential_jitter,
 )
 
@@ -517,20 +516,24 @@ class MediaFetcher:
                 return error.retry_after
             return _BACKOFF(state)
 
-        def past_deadline(state: RetryCallState) -> bool:
-            # Give up with the real failure rather than sleep into the deadline.
-            return loop.time() + state.upcoming_sleep >= deadline
+        attempts_done = stop_after_attempt(self._policy.retries + 1)
+
+        def stop(state: RetryCallState) -> bool:
+            # Out of attempts; or give up with the real failure rather than sleep into the deadline.
+            return attempts_done(state) or loop.time() + state.upcoming_sleep >= deadline
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Transient),
-            stop=stop_any(stop_after_attempt(self._policy.retries + 1), past_deadline),
+            stop=stop,
             wait=wait,
             reraise=True,
         )
         current = url
         for hop in range(self._policy.max_redirects + 1):
             try:
-                outcome = await retrying(self._attempt, client, current, max_bytes, host)
+                outcome: bytes | httpx.URL = await retrying(
+                    self._attempt, client, current, max_bytes, host
+                )
             except _Transient as exc:
                 raise exc.failure from None
             except _Blocked:

@@ -253,5 +253,5 @@ def _check_tokenizer(path: Path, version: str, image: bool) -> None:
         raise RuntimeError(f"unexpected tokenizer {inner.version.value}, {inner.n_words} ids")
     if (inner.model_settings_builder is not None) != (version >= _SETTINGS_FROM):
         raise RuntimeError(f"Tekken {version}: model settings were not read as written")
-    if image != (tokenizer.instruct_tokenizer.mm_encoder is not None):
+    if image != (tokenizer.instruct_tokenizer.image_encoder is not None):
         raise RuntimeError(f"expected an image encoder: {image}, got the opposite")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.requests import Request
 
 from nimctl.engine.base import ChatResult, EngineDeadError
 from nimctl.errors import NotFoundError
@@ -68,7 +67,7 @@ class FakeEngine:
         self._validator.validate(payload)
         return payload
 
-    async def chat(self, request: dict[str, Any], raw_request: Request) -> ChatResult:
+    async def chat(self, request: dict[str, Any], headers: Mapping[str, str]) -> ChatResult:
         if request.get("model", self._name) != self._name:
             raise NotFoundError(f"The model `{request['model']}` does not exist.", param="model")
         self.requests.append(request)

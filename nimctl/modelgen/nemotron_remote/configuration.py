@@ -40,12 +40,10 @@ class NimctlNemotronVLConfig(PreTrainedConfig):
         # **kwargs: vLLM passes attn_implementation="eager" for this model type, and the
         # common keys (architectures, dtype, auto_map, name_or_path) arrive here too.
         super().__init__(**kwargs)
-        if isinstance(vision_config, dict):
-            vision_config = RadioConfig(**vision_config)
-        if isinstance(llm_config, dict):
-            llm_config = LlamaConfig(**llm_config)
-        self.vision_config = vision_config if vision_config is not None else RadioConfig()
-        self.llm_config = llm_config if llm_config is not None else LlamaConfig()
+        vision = RadioConfig(**vision_config) if isinstance(vision_config, dict) else vision_config
+        llm = LlamaConfig(**llm_config) if isinstance(llm_config, dict) else llm_config
+        self.vision_config = vision if vision is not None else RadioConfig()
+        self.llm_config = llm if llm is not None else LlamaConfig()
         # AutoModel.from_config(vision_config) loads the auto_map class from here.
         self.vision_config._name_or_path = self._name_or_path
         self.force_image_size = force_image_size

@@ -39,7 +39,10 @@ class NimctlNemotronImageProcessor(BaseImageProcessor):
             images = [images]
         size = (self.image_size, self.image_size)
         arrays = [
-            np.asarray(image.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32) / 255.0
+            np.asarray(
+                image.convert("RGB").resize(size, Image.Resampling.BICUBIC), dtype=np.float32
+            )
+            / 255.0
             for image in images
         ]
         pixels = np.stack(arrays).transpose(0, 3, 1, 2)

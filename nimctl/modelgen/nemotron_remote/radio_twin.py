@@ -15,7 +15,7 @@ from transformers import RadioModel
 
 
 class TwinRadioModel(RadioModel):
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
