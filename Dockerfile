@@ -13,7 +13,6 @@ ENV NIM_CACHE_PATH=/opt/nim/.cache \
 WORKDIR /opt/nimctl
 COPY pyproject.toml README.md ./
 COPY nimctl ./nimctl
-COPY deploy/values.yaml ./deploy/values.yaml
 # vLLM and its dependencies are already in the base image. Installing nimctl must not change
 # them, so every package the image has is a constraint, except mistral_common: vLLM 0.32's
 # mistral parser breaks with mistral_common >= 1.13, so it is pinned to 1.12.0 (as in the

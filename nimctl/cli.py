@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     k8s = sub.add_parser("k8s", help="Kubernetes manifests for a profile, as YAML")
     k8s.add_argument("--profile", required=True, help="profile name or id")
-    k8s.add_argument("--values", type=Path, help="YAML merged over deploy/values.yaml")
+    k8s.add_argument("--values", type=Path, help="YAML merged over nimctl/k8s/values.yaml")
     k8s.add_argument("--release", help="object names (default: the profile name as a DNS label)")
     k8s.add_argument("--namespace", help="namespace of every object (default: kubectl's)")
     k8s.set_defaults(func=_k8s)

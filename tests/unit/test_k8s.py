@@ -186,8 +186,9 @@ def example_text(store: ProfileStore, name: str = QWEN, values: dict | None = No
     release = default_release(profile)
     if values is None:
         header = (
-            f"# Rendered by nimctl for the profile {name} with the defaults of deploy/values.yaml\n"
-            f"# (release {release}, no namespace): the output of\n"
+            f"# Rendered by nimctl for the profile {name} with the defaults of\n"
+            "# nimctl/k8s/values.yaml"
+            f" (release {release}, no namespace): the output of\n"
             f"#   nimctl k8s --profile {name}\n"
             "# that is, nimctl.k8s.dump_yaml(render_manifests(profile, profile_id, "
             "load_values(None))).\n"
@@ -195,7 +196,7 @@ def example_text(store: ProfileStore, name: str = QWEN, values: dict | None = No
     else:
         shown = yaml.safe_dump(values, default_flow_style=True, width=1000).strip()
         header = (
-            f"# Rendered by nimctl for the profile {name} with deploy/values.yaml\n"
+            f"# Rendered by nimctl for the profile {name} with nimctl/k8s/values.yaml\n"
             f"# and a values file values.yaml holding {shown}\n"
             f"# (release {release}, no namespace): the output of\n"
             f"#   nimctl k8s --profile {name} --values values.yaml\n"
@@ -288,8 +289,8 @@ def test_lws_pod_templates_are_checked_by_kubernetes_schema(store, role):
 
 
 def test_default_values_file_is_complete_and_valid():
-    # The wheel's copy (force-included as nimctl/deploy/values.yaml) or the checkout's.
-    assert default_values_path().read_text() == (ROOT / "deploy" / "values.yaml").read_text()
+    # Package data: the same file in a wheel and a checkout.
+    assert default_values_path() == ROOT / "nimctl" / "k8s" / "values.yaml"
     values = validate_values(load_values(None))
     assert values.replicaCount == 1
     assert values.autoscaling.enabled is False
