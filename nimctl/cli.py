@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nimctl import __version__
+from nimctl.config import EffectiveConfig, effective_config
 from nimctl.errors import ConfigError
 from nimctl.hardware import detect_gpus
 from nimctl.profiles import (
     BUILTIN_SCHEME,
     Profile,
-    ProfileStore,
-    apply_settings,
     fit,
-    load_store,
 )
 from nimctl.settings import (
     NimSettings,
@@ -125,21 +123,9 @@ def _settings(args: argparse.Namespace) -> NimSettings:
     )
 
 
-def _resolve(settings: NimSettings) -> tuple[ProfileStore, Profile, Profile]:
-    """The profile store, the selected profile as written, and as it will run."""
-    store = load_store(settings)
-    gpus = detect_gpus()
-    base = store.select(settings.model_profile, gpus)
-    profile = apply_settings(base, settings)
-    verdict = fit(profile, gpus)
-    if not verdict.ok:
-        # As NIM's list-model-profiles does: say what would run here instead.
-        fitting = [p.name for p in store if fit(p, gpus).ok and (p.hardware.gpus or not gpus)]
-        raise ConfigError(
-            f"profile {profile.name} cannot run on this machine: {verdict.reason}; profiles "
-            f"that fit: {', '.join(sorted(fitting)) or 'none'} (see `nimctl list-profiles`)"
-        )
-    return store, base, profile
+def _resolve(settings: NimSettings) -> EffectiveConfig:
+    """The configuration `serve` and `check` run: the selected profile must fit this machine."""
+    return effective_config(settings, gpus=detect_gpus())
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -149,8 +135,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings)
     for name in unknown_nim_variables():
         logger.warning("%s is not a nimctl setting and is ignored", name)
-    store, base, profile = _resolve(settings)
-    logger.info("profile %s (%s, id %s)", profile.name, profile.tag, store.id_of(base))
+    config = _resolve(settings)
+    profile = config.profile
+    logger.info("profile %s (%s, id %s)", profile.name, profile.tag, config.profile_id)
     _prepare_cpu_twin(profile)
     from nimctl.engine.environment import prepare_engine_environment
 
@@ -166,7 +153,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings,
         profile,
         VllmEngine(settings, profile),
-        profile_id=store.id_of(base),
+        profile_id=config.profile_id,
         on_ready=freeze_startup_heap,
     )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -258,7 +245,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings)
-    _, _, profile = _resolve(settings)
+    profile = _resolve(settings).profile
     if profile.hardware.nodes < 2:
         raise ConfigError(
             f"profile {profile.name} runs on one node; `nimctl worker` is for the other nodes "
@@ -277,9 +264,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _list_profiles(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = load_store(settings)
     gpus = detect_gpus()
+    store = effective_config(_settings(args)).store
     print("SYSTEM")
     if gpus:
         for gpu in gpus:
@@ -301,23 +287,21 @@ def _list_profiles(args: argparse.Namespace) -> int:
 
 
 def _show_profile(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    store = load_store(settings)
-    base = store.get(args.name)
-    profile = apply_settings(base, settings)
-    print(f"# id: {store.id_of(base)}")
-    print(profile.to_yaml(), end="")
+    config = effective_config(_settings(args), name=args.name)
+    print(f"# id: {config.profile_id}")
+    print(config.profile.to_yaml(), end="")
     return 0
 
 
 def _k8s(args: argparse.Namespace) -> int:
     from nimctl.k8s import dump_yaml, load_values, render_manifests
 
-    store = load_store(load_settings())
-    profile = store.get(args.profile)
+    # The profile as written: the pods' own settings come from the values file's env, and
+    # render_manifests validates them as each pod will (settings_for_pod).
+    config = effective_config(load_settings(), name=args.profile)
     objects = render_manifests(
-        profile,
-        store.id_of(profile),
+        config.written,
+        config.profile_id,
         load_values(args.values),
         release=args.release,
         namespace=args.namespace,
@@ -342,14 +326,15 @@ def _config_doc(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store, base, profile = _resolve(settings)
+    config = _resolve(settings)
+    profile = config.profile
     print("# effective NIM_* settings")
     for name, value in settings.model_dump(mode="json").items():
         shown = "***" if name == "api_key" and value is not None else value
         print(f"{env_name(name)}={'' if shown is None else shown}")
     for name in unknown_nim_variables():
         print(f"# warning: {name} is not a nimctl setting and is ignored")
-    print(f"# profile {profile.name}, id {store.id_of(base)}")
+    print(f"# profile {profile.name}, id {config.profile_id}")
     print(profile.to_yaml(), end="")
     try:
         from nimctl.engine.vllm import check_engine_config
