@@ -22,7 +22,7 @@ from tests.support.certs import Certs, make_certs
 from tests.support.errors import assert_error_shape
 from tests.support.server import Server, start_server
 from tests.support.tiny import TINY_MODEL
-from tests.support.waiting import metric, wait_for
+from tests.support.waiting import metric, until_answered, wait_for
 
 LONG = {
     "model": TINY_MODEL,
@@ -53,13 +53,16 @@ def test_dropped_streams_abort_their_engine_requests(tiny_server):
     lines = [0] * 8
 
     def client(index: int) -> None:
-        with httpx.stream(
-            "POST", f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=300
-        ) as response:
-            for _ in response.iter_lines():  # reading all along, as a live client does
-                lines[index] += 1
-                if hang_up.is_set():
-                    return  # leaving the block closes the connection mid-stream
+        def attempt() -> None:
+            with httpx.stream(
+                "POST", f"{tiny_server.base_url}/v1/chat/completions", json=body, timeout=300
+            ) as response:
+                for _ in response.iter_lines():  # reading all along, as a live client does
+                    lines[index] += 1
+                    if hang_up.is_set():
+                        return  # leaving the block closes the connection mid-stream
+
+        until_answered(attempt, lambda: lines[index] > 0)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -218,18 +221,21 @@ def test_sigterm_lets_streams_finish_then_exits_0(jsonl_server):
     small_window = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)]
 
     def consume(index: int) -> None:
-        transport = httpx.HTTPTransport(socket_options=small_window if index == 0 else None)
-        with (
-            httpx.Client(transport=transport, timeout=300) as client,
-            client.stream("POST", url, json=bodies[index], headers=AUTH) as response,
-        ):
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    events[index].append(line)
-                    if len(events[index]) == 1:
-                        started.release()
-                    if index == 0:
-                        resume.wait(300)  # until the late request has been refused
+        def attempt() -> None:
+            transport = httpx.HTTPTransport(socket_options=small_window if index == 0 else None)
+            with (
+                httpx.Client(transport=transport, timeout=300) as client,
+                client.stream("POST", url, json=bodies[index], headers=AUTH) as response,
+            ):
+                for line in response.iter_lines():
+                    if line.startswith("data: "):
+                        events[index].append(line)
+                        if len(events[index]) == 1:
+                            started.release()
+                        if index == 0:
+                            resume.wait(300)  # until the late request has been refused
+
+        until_answered(attempt, lambda: bool(events[index]))
 
     readers = [threading.Thread(target=consume, args=(i,)) for i in range(len(bodies))]
     for reader in readers:
