@@ -35,7 +35,7 @@ serve: install
 
 # Every test but the end-to-end runs on the real-architecture twins, which take `make test` past
 # 20 min on 2 cores (their engines start slower and decode the seed pages' 4096-token streams
-# at 10-17 ms a token): those are `make test-twins` (about 9 min). CI runs both.
+# at 10-17 ms a token): those are `make test-twins` (about 15 min). CI runs both.
 test: lint
 	$(BIN)/pytest -m "not real_twin"
 
