@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from nimctl.errors import ConfigError
 from nimctl.profiles import Gpu, Profile, ProfileStore, apply_settings, fit, load_store
@@ -27,12 +26,6 @@ class EffectiveConfig:
     @property
     def profile_id(self) -> str:
         return self.store.id_of(self.written)
-
-    @property
-    def engine_args(self) -> dict[str, Any]:
-        """The profile's vLLM engine arguments with the settings applied (nimctl adds the model,
-        limits and parsers it owns when the engine starts)."""
-        return dict(self.profile.engine_args)
 
 
 def effective_config(

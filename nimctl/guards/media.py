@@ -76,9 +76,10 @@ def check(payload: dict[str, Any], profile: Profile, content: Content) -> None:
             f"Use one of: {', '.join(CLIENT_PARTS)}.",
             f"{located.where}.type",
         )
+    videos = content.videos
     _check_image_count(content.images, profile)
-    _check_videos(content.videos, profile)
-    _check_mm_kwargs(payload, profile, bool(content.videos))
+    _check_videos(videos, profile)
+    _check_mm_kwargs(payload, profile, bool(videos))
 
 
 def _check_image_count(images: list[Located], profile: Profile) -> None:

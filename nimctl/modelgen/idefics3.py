@@ -245,6 +245,8 @@ def ensure_tiny_model(cache_dir: Path) -> Path:
         _build,
         version=TINY_MODEL_VERSION,
         required=_REQUIRED_FILES,
+        # "dialect" stays in the marker so that models cached before the Mistral variant
+        # went away are still recognised as complete.
         marker={"name": TINY_MODEL_NAME, "dialect": "idefics3"},
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 # The versions nimctl writes. Model settings (reasoning_effort) exist from v15 on, and vLLM
 # forwards `reasoning_effort` to the tokenizer only from version 15.
 VERSIONS = ("v13", "v15")
-_SETTINGS_FROM = "v15"
+_WITH_SETTINGS = frozenset({"v15"})
 # Real Tekken files reserve 1000 special ranks; 64 keeps the vocabulary (and the embedding)
 # small. 64 + 256 bytes + 704 merges = 1024 ids, a multiple of 64, so every id the random
 # model may sample decodes to a real token and no embedding row is padding.
@@ -233,7 +233,7 @@ def _tekken_json(
         "vocab": vocab,
         "special_tokens": special,
         **(
-            {"model_settings_builder": _MODEL_SETTINGS_BUILDER} if version >= _SETTINGS_FROM else {}
+            {"model_settings_builder": _MODEL_SETTINGS_BUILDER} if version in _WITH_SETTINGS else {}
         ),
         "version": 1,
         "type": "Tekken",
@@ -251,7 +251,7 @@ def _check_tokenizer(path: Path, version: str, image: bool) -> None:
     inner = tokenizer.instruct_tokenizer.tokenizer
     if inner.n_words != VOCAB_SIZE or inner.version.value != version:
         raise RuntimeError(f"unexpected tokenizer {inner.version.value}, {inner.n_words} ids")
-    if (inner.model_settings_builder is not None) != (version >= _SETTINGS_FROM):
+    if (inner.model_settings_builder is not None) != (version in _WITH_SETTINGS):
         raise RuntimeError(f"Tekken {version}: model settings were not read as written")
     if image != (tokenizer.instruct_tokenizer.image_encoder is not None):
         raise RuntimeError(f"expected an image encoder: {image}, got the opposite")

@@ -23,7 +23,7 @@ def test_one_immutable_object_with_settings_applied():
     assert config.written.name == config.profile.name == "tiny"  # no GPU: the CPU demo
     assert config.profile.max_images_per_prompt == 2
     assert config.written.max_images_per_prompt != 2  # as the YAML says
-    assert config.engine_args["max_num_seqs"] == 3
+    assert config.profile.engine_args["max_num_seqs"] == 3
     assert config.profile_id == config.store.id_of(config.written)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.profile = config.written  # type: ignore[misc]
