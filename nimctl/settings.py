@@ -40,6 +40,9 @@ GROUPS = (
     "Engine",
     "Chat layer",
     "Media intake",
+    "LoRA adapters",
+    "Admission control",
+    "CORS",
 )
 
 
@@ -149,8 +152,17 @@ class NimSettings(BaseSettings):
     api_key: SecretStr | None = _field(
         None,
         GROUPS[2],
-        "If set, every route but health and metrics requires `Authorization: Bearer <key>` "
-        "(compared in constant time); 401 otherwise. NIM itself has no such option.",
+        "API keys: every route but health, metrics and CORS preflight then requires "
+        "`Authorization: Bearer <key>` (401 otherwise). Several keys are comma-separated; a key "
+        "may carry a name, `name:key`, which labels logs and `nimctl_http_requests_total` "
+        "(`key`). Compared in constant time, never logged. NIM itself has no such option.",
+    )
+    api_key_file: Path | None = _field(
+        None,
+        GROUPS[2],
+        "A file of API keys, one a line (`key` or `name:key`; `#` starts a comment), used "
+        "beside `NIM_API_KEY`; re-read when it changes, so a mounted Secret rotates keys with no "
+        "restart.",
     )
 
     # Logging.
@@ -331,12 +343,93 @@ class NimSettings(BaseSettings):
     )
     media_max_video_bytes: int = _field(100 * 2**20, GROUPS[6], "Largest video file, bytes.", ge=1)
 
+    # LoRA adapters (NIM 2.x names; NIM 1.x called NIM_MAX_LORAS NIM_MAX_GPU_LORAS).
+    peft_source: Path | None = _field(
+        None,
+        GROUPS[7],
+        "A directory of LoRA adapters, one sub-directory each in PEFT format "
+        "(`adapter_config.json` + `adapter_model.safetensors`); the sub-directory's name is the "
+        "`model` a request uses. Setting it turns on vLLM's LoRA support (`enable_lora`).",
+    )
+    peft_refresh_interval: float | None = _field(
+        None,
+        GROUPS[7],
+        "Seconds between scans of `NIM_PEFT_SOURCE`: adapters added there are loaded, removed "
+        "ones unloaded, with no restart. Unset: scanned once, at start.",
+        gt=0,
+    )
+    max_loras: int | None = _field(
+        None,
+        GROUPS[7],
+        "Adapters used in one batch (held in GPU memory at once). Unset: vLLM's default.",
+        "max_loras",
+        ge=1,
+    )
+    max_cpu_loras: int | None = _field(
+        None,
+        GROUPS[7],
+        "Adapters kept in CPU memory, at least `NIM_MAX_LORAS`. Unset: vLLM's default.",
+        "max_cpu_loras",
+        ge=1,
+    )
+    max_lora_rank: int | None = _field(
+        None,
+        GROUPS[7],
+        "Largest adapter rank accepted; an adapter of a higher rank is refused at load. Unset: "
+        "vLLM's default.",
+        "max_lora_rank",
+        ge=1,
+    )
+
+    # Admission control.
+    max_queued_requests: int | None = _field(
+        None,
+        GROUPS[8],
+        "Most requests admitted at once (waiting and running; a request with `n` choices "
+        "counts `n`); one more gets 429 with `Retry-After`, before its media is fetched. "
+        "Unset: no limit.",
+        ge=1,
+    )
+    max_queued_tokens: int | None = _field(
+        None,
+        GROUPS[8],
+        "Most prompt tokens, estimated before any media is decoded, of admitted requests that "
+        "have not yet produced their first token; past it, 429 with `Retry-After`. Unset: no "
+        "limit.",
+        ge=1,
+    )
+
+    # CORS (off unless origins are given).
+    cors_allow_origins: str = _field(
+        "",
+        GROUPS[9],
+        "Comma-separated origins browsers may call from (`https://app.example.com`), or `*`. "
+        "Empty: CORS off.",
+    )
+    cors_allow_methods: str = _field(
+        "GET,POST,OPTIONS", GROUPS[9], "Comma-separated methods allowed cross-origin, or `*`."
+    )
+    cors_allow_headers: str = _field(
+        "*",
+        GROUPS[9],
+        "Comma-separated request headers allowed cross-origin (`Authorization`, "
+        "`Content-Type`, ...), or `*`.",
+    )
+    cors_expose_headers: str = _field(
+        "", GROUPS[9], "Comma-separated response headers a browser script may read."
+    )
+    cors_max_age: int = _field(
+        600, GROUPS[9], "Seconds a browser may cache a preflight answer.", ge=0
+    )
+
     @field_validator("log_level", "ssl_mode", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path")
+    @field_validator(
+        "chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path", "api_key_file"
+    )
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.expanduser().is_file():
@@ -400,7 +493,9 @@ class _PodSettings(NimSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
-    @field_validator("chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path")
+    @field_validator(
+        "chat_template", "ssl_key_path", "ssl_cert_path", "ssl_ca_certs_path", "api_key_file"
+    )
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         return value

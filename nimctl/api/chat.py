@@ -13,8 +13,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from nimctl.api.state import app_state, require_ready
-from nimctl.errors import BadRequestError, NotFoundError
+from nimctl.api.state import app_state, require_model, require_ready
+from nimctl.errors import BadRequestError
 from nimctl.guards import check_request
 
 router = APIRouter(tags=["chat"])
@@ -26,14 +26,7 @@ async def chat_completions(request: Request) -> Response:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
-    model = payload.get("model")
-    if isinstance(model, str) and model != state.engine.served_model_name:
-        # First, as vLLM does: a request for another model is answered as such, whatever else
-        # is wrong with it.
-        raise NotFoundError(
-            f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
-            param="model",
-        )
+    require_model(state, payload)
     content = check_request(payload, state.profile)
     await state.intake.resolve(payload, state.profile, content)
     chat_request = state.engine.parse_chat_request(payload)

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from nimctl.api.middleware import Inflight
 from nimctl.engine.base import Engine
-from nimctl.errors import ServiceUnavailableError
+from nimctl.errors import NotFoundError, ServiceUnavailableError
 from nimctl.lifecycle import State, Supervisor
 from nimctl.media.intake import MediaIntake
 from nimctl.metrics import MetricsExporter, NimctlMetrics
@@ -38,3 +38,14 @@ def require_ready(state: AppState) -> None:
     """Model routes answer 503 until the engine is up, as they would behind NIM's proxy."""
     if state.supervisor.state is not State.READY:
         raise ServiceUnavailableError(f"Service is not ready: {state.supervisor.reason}.")
+
+
+def require_model(state: AppState, payload: dict[str, Any]) -> None:
+    """A request for another model is answered as such first, whatever else is wrong with it,
+    as vLLM does. A missing or non-string `model` is left to the request's own validation."""
+    model = payload.get("model")
+    if isinstance(model, str) and model != state.engine.served_model_name:
+        raise NotFoundError(
+            f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
+            param="model",
+        )

@@ -305,6 +305,9 @@ def test_every_setting_that_feeds_an_engine_argument_reaches_it(store):
         "kvcache_percent": 0.5,
         "max_num_seqs": 7,
         "distributed_executor_backend": "mp",
+        "max_loras": 2,
+        "max_cpu_loras": 3,
+        "max_lora_rank": 16,
     }
     direct = {f: a for f, a in engine_arg_settings().items() if f not in Profile.model_fields}
     assert set(direct) == set(values)  # a new such setting needs a value here
