@@ -38,6 +38,10 @@ class NimError(Exception):
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.status, self.param)
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with this answer."""
+        return {"connection": "close"} if self.closes_connection else {}
+
 
 class BadRequestError(NimError):
     status = 400
@@ -91,6 +95,23 @@ class HeaderFieldsTooLargeError(NimError):
     status = 431
     error_type = "RequestHeaderFieldsTooLargeError"
     closes_connection = True
+
+
+class TooManyRequestsError(NimError):
+    """The replica has taken on all it may (admission control): retry after a pause. `reason`
+    (the limit reached) labels `nimctl_requests_rejected_total`, counted where it becomes a
+    response."""
+
+    status = 429
+    error_type = "TooManyRequestsError"
+
+    def __init__(self, message: str, reason: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after_s)}
 
 
 class ServiceUnavailableError(NimError):

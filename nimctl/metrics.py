@@ -53,6 +53,13 @@ class NimctlMetrics:
             ["rule"],
             registry=self.registry,
         )
+        self.requests_rejected = Counter(
+            "nimctl_requests_rejected",
+            "Requests answered 429 by admission control, by the limit reached "
+            "(max_queued_requests, max_queued_tokens).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.media_failures = Counter(
             "nimctl_media_failures",
             "Media parts that could not be used, by reason.",

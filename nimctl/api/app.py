@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
 from nimctl import __version__
+from nimctl.admission import Admission, Limits
 from nimctl.api import chat, health, meta, metrics, models
 from nimctl.api.errors import install_error_handlers
 from nimctl.api.middleware import (
@@ -62,6 +63,7 @@ def create_app(
         },
     )
     inflight = Inflight()
+    limits = Limits(settings.max_queued_requests, settings.max_queued_tokens)
     loop_lag = LoopLagMonitor(own.loop_lag.observe)
 
     @asynccontextmanager
@@ -93,6 +95,7 @@ def create_app(
             registry if registry is not None else prometheus_client.REGISTRY, own
         ),
         inflight=inflight,
+        admission=Admission(limits) if limits.enabled else None,
     )
     install_error_handlers(app)
 

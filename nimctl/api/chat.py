@@ -6,16 +6,19 @@ import asyncio
 import json
 import math
 import re
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from nimctl.api.state import app_state, require_model, require_ready
+from nimctl.admission import Ticket, choices, estimate_tokens
+from nimctl.api.state import AppState, app_state, require_model, require_ready
 from nimctl.errors import BadRequestError
 from nimctl.guards import check_request
+from nimctl.guards.base import Content
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -28,14 +31,59 @@ async def chat_completions(request: Request) -> Response:
     payload = parse_json_object(await request.body())
     require_model(state, payload)
     content = check_request(payload, state.profile)
-    await state.intake.resolve(payload, state.profile, content)
-    chat_request = state.engine.parse_chat_request(payload)
-    result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
+    ticket = admit(state, payload, content)  # 429 here, before any media is fetched
+    try:
+        await state.intake.resolve(payload, state.profile, content)
+        chat_request = state.engine.parse_chat_request(payload)
+        result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
+    except BaseException:
+        if ticket is not None:
+            ticket.release()
+        raise
     if result is None:  # the client left; its engine request has been cancelled
+        if ticket is not None:
+            ticket.release()
         return Response(status_code=499)
     if result.stream is not None:
+        if ticket is not None:
+            return AdmittedStream(result.stream, ticket)
         return StreamingResponse(result.stream, media_type="text/event-stream")
+    if ticket is not None:
+        ticket.release()
     return Response(result.body, media_type="application/json")
+
+
+def admit(state: AppState, payload: dict[str, Any], content: Content) -> Ticket | None:
+    if state.admission is None:
+        return None
+    tokens = estimate_tokens(payload, content, state.engine.media_tokens)
+    return state.admission.admit(choices(payload), tokens)
+
+
+class AdmittedStream(StreamingResponse):
+    """A stream that gives its admission back: its prompt tokens at its first event (prefill is
+    over), the rest when the response ends, however it ends (a client that leaves included)."""
+
+    def __init__(self, stream: AsyncIterator[str], ticket: Ticket) -> None:
+        super().__init__(_tokens_freed_at_first(stream, ticket), media_type="text/event-stream")
+        self._ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._ticket.release()
+
+
+async def _tokens_freed_at_first(stream: AsyncIterator[str], ticket: Ticket) -> AsyncIterator[str]:
+    try:
+        async for event in stream:
+            ticket.prefilled()
+            yield event
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

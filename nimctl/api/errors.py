@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from nimctl.api.state import app_state
-from nimctl.errors import NimError, Refusal, error_body
+from nimctl.errors import NimError, Refusal, TooManyRequestsError, error_body
 
 logger = logging.getLogger("nimctl.api")
 
@@ -27,13 +27,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def error_response(exc: NimError) -> JSONResponse:
-    headers = {"connection": "close"} if exc.closes_connection else None
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers() or None)
 
 
 async def _nim_error(request: Request, exc: NimError) -> JSONResponse:
-    if isinstance(exc, Refusal):  # counted here, wherever it was raised
+    # Refusals are counted here, wherever they were raised.
+    if isinstance(exc, Refusal):
         app_state(request).metrics.count_refusal(exc)
+    elif isinstance(exc, TooManyRequestsError):
+        app_state(request).metrics.requests_rejected.labels(exc.reason).inc()
     return error_response(exc)
 
 

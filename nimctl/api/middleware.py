@@ -49,7 +49,7 @@ async def send_error(
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                *([(b"connection", b"close")] if error.closes_connection else []),
+                *((k.encode(), v.encode()) for k, v in error.headers().items()),
                 *(headers or []),
             ],
         }

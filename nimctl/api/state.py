@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from starlette.requests import Request
 
+from nimctl.admission import Admission
 from nimctl.api.middleware import Inflight
 from nimctl.engine.base import Engine
 from nimctl.errors import NotFoundError, ServiceUnavailableError
@@ -28,6 +29,7 @@ class AppState:
     metrics: NimctlMetrics
     exporter: MetricsExporter
     inflight: Inflight
+    admission: Admission | None  # None: no NIM_MAX_QUEUED_* limit, nothing counted
 
 
 def app_state(request: Request) -> AppState:

@@ -43,6 +43,13 @@ class Engine(Protocol[ChatRequestT]):
         ...
 
     @property
+    def media_tokens(self) -> Mapping[str, int]:
+        """The most prompt tokens one item of each modality ("image", "video") can take in
+        this model, as vLLM computes them; valid once `start` has returned. Admission control
+        counts media by these before fetching anything."""
+        ...
+
+    @property
     def model_path(self) -> Path | None:
         """The local directory of the weights once started (None for a remote-only source)."""
         ...

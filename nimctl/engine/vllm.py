@@ -63,6 +63,7 @@ class VllmEngine:
         self._error_response: Callable[[Exception], ErrorResponse] | None = None
         self._error_response_type: type[ErrorResponse] | None = None  # vllm loads in start()
         self._max_model_len = 0
+        self._media_tokens: dict[str, int] = {}
         self._model_path: Path | None = None
         self._lock = threading.Lock()
         self._closing = False
@@ -75,6 +76,10 @@ class VllmEngine:
     @property
     def max_model_len(self) -> int:
         return self._max_model_len
+
+    @property
+    def media_tokens(self) -> Mapping[str, int]:
+        return self._media_tokens
 
     @property
     def model_path(self) -> Path | None:
@@ -97,6 +102,12 @@ class VllmEngine:
         await self._llm.reset_mm_cache()  # drop the profiling run's dummy images, as vLLM does
         await asyncio.to_thread(self._build_chat_layer)
         self._max_model_len = self._llm.model_config.max_model_len
+        self._media_tokens = await asyncio.to_thread(self._most_tokens_per_item)
+        if self._media_tokens:
+            logger.info(
+                "most tokens per media item: %s",
+                ", ".join(f"{kind} {count}" for kind, count in self._media_tokens.items()),
+            )
         logger.info("chat layer ready (%.1f s)", time.monotonic() - began)
 
     def _join_ray_cluster(self) -> None:
@@ -193,6 +204,25 @@ class VllmEngine:
         self._generation_failed = (GenerationError, RetryableRequestError)
         self._error_response = create_error_response
         self._error_response_type = ErrorResponse
+
+    def _most_tokens_per_item(self) -> dict[str, int]:
+        """vLLM's own bound of the tokens one image or video takes (what its encoder budget is
+        sized by), from the renderer's processor; for the modalities this profile allows."""
+        from vllm.multimodal.encoder_budget import get_mm_max_toks_per_item
+
+        assert self._llm is not None
+        if not self._llm.model_config.is_multimodal_model:
+            return {}
+        counts = {
+            kind: 1
+            for kind, limit in (
+                ("image", self._profile.max_images_per_prompt),
+                ("video", self._profile.max_videos_per_prompt),
+            )
+            if limit
+        }
+        processor = self._llm.renderer.get_mm_processor()
+        return dict(get_mm_max_toks_per_item(processor, counts, cache=None))
 
     def _structured_outputs_validator(self) -> Callable[[StructuredOutputsParams], None]:
         """vLLM's own check of a structured-output constraint, for the configured backend.

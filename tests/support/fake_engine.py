@@ -45,6 +45,12 @@ class FakeEngine:
         self.requests: list[dict[str, Any]] = []
         self.model_path: Path | None = None
         self._validator = StrictRequestModel(FakeChatRequest)
+        self.media_tokens: dict[str, int] = {"image": 100, "video": 1000}
+        # Requests being answered now, and the most at once: admission tests read them.
+        self.running = 0
+        self.most_running = 0
+        # While set, answers wait for it to be set (an admission test holds requests running).
+        self.hold: asyncio.Event | None = None
 
     @property
     def served_model_name(self) -> str:
@@ -71,6 +77,13 @@ class FakeEngine:
         if request.get("model", self._name) != self._name:
             raise NotFoundError(f"The model `{request['model']}` does not exist.", param="model")
         self.requests.append(request)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        finally:
+            self.running -= 1
         n = int(request.get("max_tokens") or 3)
         words = [f"test_{i}" for i in range(n)]
         if request.get("stream"):
