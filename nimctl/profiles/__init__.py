@@ -36,6 +36,8 @@ ImageFormat = Literal["gif", "jpeg", "png", "webp", "bmp"]
 # NIM_PASSTHROUGH_ARGS may set them. Argument -> where to set it instead.
 OWNED_ENGINE_ARGS = {
     "model": "the profile's model or NIM_MODEL_PATH",
+    "max_num_queued_reqs": "NIM_MAX_QUEUED_REQUESTS (nimctl admits before fetching media)",
+    "max_num_queued_tokens": "NIM_MAX_QUEUED_TOKENS (nimctl admits before fetching media)",
     "served_model_name": "the profile's served_model_name or NIM_SERVED_MODEL_NAME",
     "limit_mm_per_prompt": "max_images_per_prompt / max_videos_per_prompt "
     "(NIM_MAX_IMAGES_PER_PROMPT / NIM_MAX_VIDEOS_PER_PROMPT)",

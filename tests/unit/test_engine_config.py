@@ -100,6 +100,7 @@ def test_passthrough_args_win_and_only_explicit_ones_count(store):
         ("--max-num-seqs many", "invalid int value"),
         ("--limit-mm-per-prompt '{\"image\": 9}'", "NIM_MAX_IMAGES_PER_PROMPT"),
         ("--model other", "NIM_MODEL_PATH"),
+        ("--max-num-queued-reqs 4", "NIM_MAX_QUEUED_REQUESTS"),
         ("--max-num-seqs 'unclosed", "No closing quotation"),
     ],
 )
