@@ -1,6 +1,6 @@
 """API keys: parsing `NIM_API_KEY` and `NIM_API_KEY_FILE`, and the set of keys accepted now.
 
-Keys are held only as SHA-256 digests of the key, so a key has the same cost and shape whatever
+Keys are held only as BLAKE2s digests of the key, so a key has the same cost and shape whatever
 its length, a repr or a traceback cannot show one, and a request is compared against every key
 (no early exit telling which one, or whether an early one, matched). The file is re-read when
 its (mtime, size, inode) changes, checked at most once a second, so that a Kubernetes Secret
@@ -41,7 +41,7 @@ class ApiKey:
 
 
 def digest(secret: bytes) -> bytes:
-    return hashlib.sha256(secret).digest()
+    return hashlib.blake2s(secret).digest()
 
 
 def parse_entry(entry: str, where: str) -> ApiKey:
