@@ -68,8 +68,9 @@ class NimctlMetrics:
         )
         self.http_requests = Counter(
             "nimctl_http_requests",
-            "HTTP requests answered, by route, method and status.",
-            ["route", "method", "status"],
+            "HTTP requests answered, by route, method, status and API key name (empty for a "
+            "key without a name, or none).",
+            ["route", "method", "status", "key"],
             registry=self.registry,
         )
         self.http_seconds = Histogram(

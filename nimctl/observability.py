@@ -4,7 +4,8 @@
   with `NIM_JSONL_LOGGING=1` one JSON object per line with NIM's keys.
 - vLLM configures its loggers itself when it is imported, in this process and in each engine
   process it spawns; it is handed the same configuration through `VLLM_LOGGING_CONFIG_PATH`.
-- The request id of the request being served is on every line logged while serving it.
+- The request id of the request being served is on every line logged while serving it, and the
+  name of the API key it came with, when that key has one (never the key).
 - In JSON mode, output that does not come through logging at all (C++ warnings from torch,
   progress bars, stray prints, from any process) is wrapped into JSON lines as well: the
   process's stdout and stderr go through a relay thread, so every line a log shipper reads parses.
@@ -36,6 +37,10 @@ OWNED_LOGGERS = ("nimctl", "uvicorn", "uvicorn.error", "uvicorn.access")
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "nimctl_request_id", default=None
 )
+# The name of the API key the current request came with (set by the API-key middleware).
+key_name: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "nimctl_key_name", default=None
+)
 
 
 def python_level(nim_level: str) -> str:
@@ -44,12 +49,15 @@ def python_level(nim_level: str) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Puts the current request's id on the record (text and JSON formats read it)."""
+    """Puts the current request's id and key name on the record (both formats read them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         rid = request_id.get()
+        name = key_name.get()
         record.request_id = rid
-        record.request_tag = f" [{rid}]" if rid else ""
+        record.key_name = name
+        tag = " ".join(part for part in (rid, f"key={name}" if name else None) if part)
+        record.request_tag = f" [{tag}]" if tag else ""
         return True
 
 
@@ -72,6 +80,9 @@ class JsonLineFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None)
         if rid:
             entry["request_id"] = rid
+        name = getattr(record, "key_name", None)
+        if name:
+            entry["key_name"] = name
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -1,5 +1,9 @@
 """Running the app under uvicorn: TLS, a graceful drain on SIGTERM, a fast exit on failure.
 
+- TLS: nimctl builds the SSL context (`nimctl.tls`) and hands it to uvicorn through its public
+  `ssl_context_factory`; while the server runs, the context is reloaded when cert-manager (or
+  anyone) replaces the key, certificate or CA files.
+
 - First SIGTERM / SIGINT: drain. Ready turns 503 (the orchestrator stops routing here), new
   model requests get 503, requests in flight (streams included) may finish for up to
   NIM_SHUTDOWN_GRACE_PERIOD seconds; then the server stops, the engine shuts down, exit 0.
@@ -15,17 +19,17 @@ import contextlib
 import logging
 import signal
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
 from types import FrameType
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from nimctl.http_protocol import HeadLimits, bounded_protocol
 from nimctl.settings import NimSettings
+from nimctl.tls import ReloadingTls
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -38,12 +42,28 @@ _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GracefulServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        grace_s: float,
+        tls: ReloadingTls | None = None,
+    ) -> None:
         super().__init__(config)
         self._state = app.state.nimctl
         self._grace_s = grace_s
         self._draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.tls = tls
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's serve, with the TLS files watched for as long as it runs."""
+        watch = asyncio.create_task(self.tls.watch()) if self.tls is not None else None
+        try:
+            await super().serve(sockets)
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -80,25 +100,20 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
-class _TlsArgs(TypedDict, total=False):
-    """uvicorn.Config's TLS arguments, those nimctl sets."""
+def make_server(app: FastAPI, settings: NimSettings) -> GracefulServer:
+    """The server for `app`, with its TLS context (reloaded while it serves) if TLS is on."""
+    tls = ReloadingTls.from_settings(settings)
+    return GracefulServer(
+        uvicorn_config(app, settings, tls), app, settings.shutdown_grace_period, tls
+    )
 
-    ssl_keyfile: str
-    ssl_certfile: str
-    ssl_ca_certs: str
-    ssl_cert_reqs: int
 
-
-def uvicorn_config(app: FastAPI, settings: NimSettings) -> uvicorn.Config:
-    tls: _TlsArgs = {}
-    if settings.ssl_mode != "DISABLED":
-        tls = {
-            "ssl_keyfile": str(settings.ssl_key_path),
-            "ssl_certfile": str(settings.ssl_cert_path),
-        }
-        if settings.ssl_mode == "MTLS":
-            tls["ssl_ca_certs"] = str(settings.ssl_ca_certs_path)
-            tls["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+def uvicorn_config(
+    app: FastAPI, settings: NimSettings, tls: ReloadingTls | None = None
+) -> uvicorn.Config:
+    """uvicorn's configuration; `tls` is the context to serve with (None: plain HTTP)."""
+    if (tls is None) != (settings.ssl_mode == "DISABLED"):
+        raise ValueError(f"NIM_SSL_MODE={settings.ssl_mode} with tls={tls!r}")
     # The drain has already waited for requests in flight; what is left is idle connections.
     # Keep-alive outlives the usual load-balancer idle timeout (60 s): with uvicorn's 5 s, a
     # client reusing a connection as the server closes it gets a dropped request, which the
@@ -111,12 +126,12 @@ def uvicorn_config(app: FastAPI, settings: NimSettings) -> uvicorn.Config:
         lifespan="on",
         timeout_graceful_shutdown=5,
         timeout_keep_alive=KEEP_ALIVE_S,
-        **tls,
+        ssl_context_factory=tls.context_factory if tls is not None else None,
     )
 
 
 async def serve(app: FastAPI, sock: socket.socket, settings: NimSettings) -> int:
-    server = GracefulServer(uvicorn_config(app, settings), app, settings.shutdown_grace_period)
+    server = make_server(app, settings)
     state: AppState = app.state.nimctl  # Starlette's app.state is untyped
     supervisor = state.supervisor
 

@@ -22,7 +22,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nimctl.cors import CorsPolicy, parse_headers, parse_methods, parse_origins
 from nimctl.errors import ConfigError
+from nimctl.keys import KeyFormatError, parse_key_list, read_key_file, unique
 from nimctl.media.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
 
 ENV_PREFIX = "NIM_"
@@ -149,20 +151,31 @@ class NimSettings(BaseSettings):
     ssl_ca_certs_path: Path | None = _field(
         None, GROUPS[2], "PEM CA certificates that client certificates must chain to (MTLS)."
     )
+    ssl_reload_interval: float = _field(
+        5.0,
+        GROUPS[2],
+        "Seconds between looks at the key, certificate and CA files; when they change (e.g. "
+        "cert-manager renewed them), new connections get the new ones, open ones keep theirs. "
+        "A key and certificate that do not match keep the old pair, with a warning.",
+        gt=0,
+    )
     api_key: SecretStr | None = _field(
         None,
         GROUPS[2],
         "API keys: every route but health, metrics and CORS preflight then requires "
         "`Authorization: Bearer <key>` (401 otherwise). Several keys are comma-separated; a key "
-        "may carry a name, `name:key`, which labels logs and `nimctl_http_requests_total` "
-        "(`key`). Compared in constant time, never logged. NIM itself has no such option.",
+        "may carry a name, `name:key` (split at the first `:`; names of letters, digits, `.`, "
+        "`_`, `-`, each used once), which labels logs and `nimctl_http_requests_total` "
+        "(`key`). Keys are visible ASCII without `,`; compared in constant time, never logged. "
+        "NIM itself has no such option.",
     )
     api_key_file: Path | None = _field(
         None,
         GROUPS[2],
-        "A file of API keys, one a line (`key` or `name:key`; `#` starts a comment), used "
-        "beside `NIM_API_KEY`; re-read when it changes, so a mounted Secret rotates keys with no "
-        "restart.",
+        "A file of API keys, one a line (`key` or `name:key`; blank lines and lines starting "
+        "with `#` skipped), used beside `NIM_API_KEY`; looked at once a second and re-read when "
+        "it changes, so a mounted Secret rotates keys with no restart. A file then unreadable or "
+        "empty keeps the keys last read, with a warning.",
     )
 
     # Logging.
@@ -403,8 +416,10 @@ class NimSettings(BaseSettings):
     cors_allow_origins: str = _field(
         "",
         GROUPS[9],
-        "Comma-separated origins browsers may call from (`https://app.example.com`), or `*`. "
-        "Empty: CORS off.",
+        "Comma-separated origins browsers may call from (`https://app.example.com`: scheme, "
+        "host and port, nothing after), or `*`. Empty: CORS off (no CORS headers at all). A "
+        "preflight is answered without an API key; other answers, errors included, carry the "
+        "CORS headers.",
     )
     cors_allow_methods: str = _field(
         "GET,POST,OPTIONS", GROUPS[9], "Comma-separated methods allowed cross-origin, or `*`."
@@ -416,7 +431,10 @@ class NimSettings(BaseSettings):
         "`Content-Type`, ...), or `*`.",
     )
     cors_expose_headers: str = _field(
-        "", GROUPS[9], "Comma-separated response headers a browser script may read."
+        "X-Request-Id",
+        GROUPS[9],
+        "Comma-separated response headers a browser script may read (beyond the CORS-safelisted "
+        "ones).",
     )
     cors_max_age: int = _field(
         600, GROUPS[9], "Seconds a browser may cache a preflight answer.", ge=0
@@ -435,6 +453,56 @@ class NimSettings(BaseSettings):
         if value is not None and not value.expanduser().is_file():
             raise ValueError(f"no file at {value}")
         return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                parse_key_list(value.get_secret_value())
+            except KeyFormatError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _key_file_parses(self) -> NimSettings:
+        """The file as it is now, with NIM_API_KEY's keys (a name in both is refused)."""
+        if self.api_key_file is not None:
+            fixed = parse_key_list(self.api_key.get_secret_value()) if self.api_key else ()
+            try:
+                unique((*fixed, *read_key_file(self.api_key_file)), "NIM_API_KEY and the file")
+            except KeyFormatError as exc:
+                raise ValueError(f"NIM_API_KEY_FILE={self.api_key_file}: {exc}") from None
+        return self
+
+    @field_validator("cors_allow_origins")
+    @classmethod
+    def _origins_parse(cls, value: str) -> str:
+        parse_origins(value)
+        return value
+
+    @field_validator("cors_allow_methods")
+    @classmethod
+    def _methods_parse(cls, value: str) -> str:
+        parse_methods(value)
+        return value
+
+    @field_validator("cors_allow_headers", "cors_expose_headers")
+    @classmethod
+    def _headers_parse(cls, value: str) -> str:
+        parse_headers(value)
+        return value
+
+    @property
+    def cors(self) -> CorsPolicy | None:
+        """NIM_CORS_* as CORSMiddleware's arguments; None (CORS off) without origins."""
+        return CorsPolicy.parse(
+            self.cors_allow_origins,
+            self.cors_allow_methods,
+            self.cors_allow_headers,
+            self.cors_expose_headers,
+            self.cors_max_age,
+        )
 
     @field_validator("media_allowlist")
     @classmethod
@@ -499,6 +567,10 @@ class _PodSettings(NimSettings):
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
         return value
+
+    @model_validator(mode="after")
+    def _key_file_parses(self) -> _PodSettings:
+        return self
 
 
 def settings_for_pod(env: Mapping[str, str], where: str = "values env.") -> NimSettings:

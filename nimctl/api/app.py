@@ -8,6 +8,7 @@ from typing import Any
 
 import prometheus_client
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
@@ -25,6 +26,7 @@ from nimctl.api.middleware import (
 from nimctl.api.schema import add_chat_schemas
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
+from nimctl.keys import KeyRing
 from nimctl.lifecycle import Supervisor
 from nimctl.looplag import LoopLagMonitor
 from nimctl.media.intake import MediaIntake
@@ -119,8 +121,23 @@ def create_app(
         max_bytes=settings.max_request_bytes,
         timeout_s=settings.request_body_timeout,
     )
-    if settings.api_key is not None:
-        app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key.get_secret_value())
+    keys = KeyRing.from_settings(
+        settings.api_key.get_secret_value() if settings.api_key else None, settings.api_key_file
+    )
+    if keys is not None:
+        app.add_middleware(ApiKeyMiddleware, keys=keys)
+    # Outside the key check: a preflight carries no key, and a browser reads a 401 only with
+    # CORS headers on it. Absent (no cost at all) unless origins are configured.
+    cors = settings.cors
+    if cors is not None:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors.allow_origins,
+            allow_methods=cors.allow_methods,
+            allow_headers=cors.allow_headers,
+            expose_headers=cors.expose_headers,
+            max_age=cors.max_age,
+        )
     app.add_middleware(HttpMetricsMiddleware, metrics=own, inflight=inflight)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,8 +21,9 @@ from nimctl.errors import (
     PayloadTooLargeError,
     RequestTimeoutError,
 )
+from nimctl.keys import KeyRing
 from nimctl.metrics import NimctlMetrics
-from nimctl.observability import request_id
+from nimctl.observability import key_name, request_id
 
 logger = logging.getLogger("nimctl.api")
 
@@ -36,6 +36,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 # Routes open without the API key (probes and scrapers carry no credentials).
 OPEN_PATHS = frozenset({"/v1/health/live", "/v1/health/ready", "/v1/metrics", "/metrics"})
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Where the API-key middleware leaves the name of the key a request came with, for the metrics
+# middleware outside it (the scope is the one object both see).
+KEY_NAME_SCOPE = "nimctl.key_name"
 
 
 async def send_error(
@@ -123,16 +126,26 @@ class HttpMetricsMiddleware:
             self.inflight.count -= 1
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.http_requests.labels(template, scope["method"], str(status)).inc()
+            name = scope.get(KEY_NAME_SCOPE, "")
+            self.metrics.http_requests.labels(template, scope["method"], str(status), name).inc()
             self.metrics.http_seconds.labels(template).observe(time.perf_counter() - start)
 
 
-class ApiKeyMiddleware:
-    """With NIM_API_KEY set, everything but health and metrics needs `Authorization: Bearer`."""
+def bearer_token(authorization: bytes) -> bytes:
+    """The token of `Authorization: Bearer <token>` (scheme case-insensitive); else b""."""
+    scheme, _, token = authorization.partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" else b""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+
+class ApiKeyMiddleware:
+    """With API keys configured, everything but health and metrics needs `Authorization: Bearer`.
+
+    Which keys are valid is the key ring's business (it re-reads the key file); this only asks.
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeyRing) -> None:
         self.app = app
-        self.expected = f"Bearer {api_key}".encode()
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -143,7 +156,8 @@ class ApiKeyMiddleware:
             if name == b"authorization":
                 given = value
                 break
-        if not secrets.compare_digest(given, self.expected):
+        matched = self.keys.match(bearer_token(given)) if given else None
+        if matched is None:
             message = (
                 "Missing API key: send it as 'Authorization: Bearer <key>'."
                 if not given
@@ -155,7 +169,15 @@ class ApiKeyMiddleware:
                 [(b"www-authenticate", b'Bearer realm="nimctl"')],
             )
             return
-        await self.app(scope, receive, send)
+        if not matched:
+            await self.app(scope, receive, send)
+            return
+        scope[KEY_NAME_SCOPE] = matched
+        token = key_name.set(matched)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            key_name.reset(token)
 
 
 class _BodyDeadline:

@@ -48,6 +48,11 @@ _UNITS = {
 }
 
 
+# Where apiKeySecret is mounted: a directory, so that the kubelet's updates (a `..data` symlink
+# swapped) reach the file; a subPath mount would never change.
+API_KEYS_DIR = "/var/run/secrets/nimctl/api-keys"
+
+
 def pod_spec(
     spec: Values, profile: Profile, container: dict[str, Any], gpus: int, cache: dict[str, Any]
 ) -> dict[str, Any]:
@@ -67,6 +72,13 @@ def pod_spec(
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_quantity(profile)}},
         {"name": "cache", **cache},
     ]
+    if spec.apiKeySecret.secretName:
+        pod["volumes"].append(
+            {
+                "name": "api-keys",
+                "secret": {"secretName": spec.apiKeySecret.secretName, "defaultMode": 0o440},
+            }
+        )
     if spec.nodeSelector:
         pod["nodeSelector"] = dict(spec.nodeSelector)
     if spec.affinity:
@@ -141,10 +153,13 @@ def _image_fields(spec: Values) -> dict[str, Any]:
 
 
 def _volume_mounts(spec: Values) -> list[dict[str, Any]]:
-    return [
+    mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
     ]
+    if spec.apiKeySecret.secretName:  # workers too: their settings name the file as well
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+    return mounts
 
 
 def tls_enabled(spec: Values) -> bool:
@@ -245,6 +260,9 @@ def container_env(spec: Values, profile: Profile, profile_id: str) -> list[dict[
                     "valueFrom": {"secretKeyRef": {"name": ref.secretName, "key": ref.key}},
                 }
             )
+    if spec.apiKeySecret.secretName:
+        key_file = f"{API_KEYS_DIR}/{spec.apiKeySecret.key}"
+        env.append({"name": "NIM_API_KEY_FILE", "value": key_file})
     env += [dict(item) for item in spec.extraEnv]
     seen: set[str] = set()
     for item in env:
@@ -253,7 +271,7 @@ def container_env(spec: Values, profile: Profile, profile_id: str) -> list[dict[
             raise ConfigError("invalid values extraEnv: every entry needs a name")
         if item_name in seen:
             raise ConfigError(
-                f"invalid values: {item_name} is set twice (env, secretEnv, extraEnv)"
+                f"invalid values: {item_name} is set twice (env, secretEnv, apiKeySecret, extraEnv)"
             )
         seen.add(item_name)
     for name, key in _MULTI_NODE_ENV.items():

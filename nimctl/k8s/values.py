@@ -116,6 +116,7 @@ class Values(_Closed):
     pinProfileId: bool
     extraEnv: list[dict[str, Any]]
     secretEnv: dict[str, SecretRef]
+    apiKeySecret: SecretRef
     service: ServiceValues
     livenessProbe: ProbeValues
     readinessProbe: ProbeValues

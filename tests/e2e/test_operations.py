@@ -135,7 +135,7 @@ def jsonl_server(tmp_path_factory) -> Iterator[Server]:
         env={
             "NIM_JSONL_LOGGING": "1",
             "NIM_DISABLE_LOG_REQUESTS": "0",
-            "NIM_API_KEY": KEY,
+            "NIM_API_KEY": f"e2e:{KEY}",  # named: log lines and the metric carry "e2e"
             # The drain test's 8000-token stream took 63-72 s on a machine at load 10: the grace
             # period is a deadline, not a measurement, so it is generous.
             "NIM_SHUTDOWN_GRACE_PERIOD": "240",
@@ -180,6 +180,8 @@ def test_request_id_reaches_every_log_line_of_the_request(jsonl_server):
     mine = [e for e in log_entries(jsonl_server) if e.get("request_id") == "e2e-request-7"]
     loggers = {e["logger"] for e in mine}
     assert "uvicorn.access" in loggers, mine
+    assert {e.get("key_name") for e in mine if e["logger"] == "uvicorn.access"} == {"e2e"}
+    assert KEY not in jsonl_server.log_path.read_text()  # the name is logged, never the key
     # NIM_DISABLE_LOG_REQUESTS=0: vLLM logs the request, with its sampling parameters.
     assert any(e["logger"].startswith("vllm") and "e2e-request-7" in e["message"] for e in mine)
 

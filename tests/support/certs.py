@@ -75,9 +75,10 @@ def _cert(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, ca_name: str = "nimctl test CA") -> Certs:
+    """`ca_name` tells CAs apart where a client or server trusts two (a rotation)."""
     ca_key, other_ca_key = _key(), _key()
-    ca = _cert("nimctl test CA", ca_key, None, ca_key, ca=True)
+    ca = _cert(ca_name, ca_key, None, ca_key, ca=True)
     other_ca = _cert("someone else's CA", other_ca_key, None, other_ca_key, ca=True)
     files = {}
     for label, issuer, issuer_key, kind in (

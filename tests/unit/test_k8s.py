@@ -1052,3 +1052,25 @@ def test_dump_yaml_quotes_numeric_looking_strings():
     assert "id: '123e4567'" in text
     assert "port: '8000'" in text
     assert "name: abc" in text
+
+
+def test_api_key_secret_is_mounted_as_the_key_file(store):
+    assert "api-keys" not in str(pod_of(render(store, "tiny")))  # off by default
+    values = {"apiKeySecret": {"secretName": "nimctl-api-keys", "key": "keys"}}
+    objects = render(store, "tiny", values)
+    assert env_of(objects)["NIM_API_KEY_FILE"] == "/var/run/secrets/nimctl/api-keys/keys"
+    volume = {"name": "api-keys", "secret": {"secretName": "nimctl-api-keys", "defaultMode": 288}}
+    assert volume in pod_of(objects)["volumes"]
+    mount = {"name": "api-keys", "mountPath": "/var/run/secrets/nimctl/api-keys", "readOnly": True}
+    assert mount in container_of(objects)["volumeMounts"]  # a directory, so updates arrive
+    for version in K8S_VERSIONS:
+        validate(objects["Deployment"], version)
+    twice = {**values, "env": {"NIM_API_KEY_FILE": "/elsewhere"}}
+    with pytest.raises(ConfigError, match="NIM_API_KEY_FILE is set twice"):
+        render(store, "tiny", twice)
+    # Multi-node: workers read the same settings, so they get the file too.
+    lws = render(store, MISTRAL, {**TWO_NODES, **values})["LeaderWorkerSet"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        pod = lws["spec"]["leaderWorkerTemplate"][role]["spec"]
+        assert volume in pod["volumes"]
+        assert mount in pod["containers"][0]["volumeMounts"]

@@ -7,6 +7,7 @@ from nimctl.observability import (
     JsonLineFormatter,
     RequestIdFilter,
     as_json_line,
+    key_name,
     logging_config,
     python_level,
     request_id,
@@ -41,6 +42,21 @@ def test_text_lines_tag_the_request():
     finally:
         request_id.reset(token)
     assert rec.request_tag == " [abc]"
+
+
+def test_lines_carry_the_api_key_name():
+    rec = record()
+    tokens = (request_id.set("abc"), key_name.set("alice"))
+    try:
+        RequestIdFilter().filter(rec)
+    finally:
+        key_name.reset(tokens[1])
+        request_id.reset(tokens[0])
+    assert rec.request_tag == " [abc key=alice]"
+    entry = json.loads(JsonLineFormatter().format(rec))
+    assert entry["request_id"] == "abc" and entry["key_name"] == "alice"
+    RequestIdFilter().filter(rec)  # outside the request: neither
+    assert rec.request_tag == "" and "key_name" not in JsonLineFormatter().format(rec)
 
 
 def test_stray_output_becomes_json():

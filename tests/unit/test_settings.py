@@ -150,3 +150,73 @@ def test_api_key_is_never_echoed(monkeypatch):
     settings = load_settings()
     assert settings.api_key.get_secret_value() == "top-secret"
     assert "top-secret" not in repr(settings)
+
+
+def test_several_named_keys_and_a_key_file(monkeypatch, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# team keys\nci:k-ci\n\nk-plain\n")
+    monkeypatch.setenv("NIM_API_KEY", "alice:k-alice,k-2")
+    monkeypatch.setenv("NIM_API_KEY_FILE", str(keys))
+    assert load_settings().api_key_file == keys
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "message"),
+    [
+        ({"NIM_API_KEY": "a:s3cret-one,a:s3cret-two"}, None, "name 'a' is used twice"),
+        ({"NIM_API_KEY": "bad/name:s3cret-one"}, None, "key 1: the key name"),
+        ({"NIM_API_KEY": "a:s3cret-one"}, "a:s3cret-two\n", "name 'a' is used twice"),
+        ({}, "# none yet\n", "no keys in the file"),
+        ({}, "ok:s3cret-one\nwith space s3cret-two\n", "line 2: the key has a character"),
+    ],
+)
+def test_bad_keys_stop_with_one_line_that_shows_no_key(monkeypatch, tmp_path, env, file, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if file is not None:
+        (tmp_path / "keys").write_text(file)
+        monkeypatch.setenv("NIM_API_KEY_FILE", str(tmp_path / "keys"))
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "\n" not in text and "s3cret" not in text
+    assert ("NIM_API_KEY_FILE" if file else "NIM_API_KEY") in text
+
+
+def test_a_pod_key_file_is_not_looked_for_here():
+    from nimctl.settings import settings_for_pod
+
+    pod = settings_for_pod({"NIM_API_KEY_FILE": "/var/run/secrets/nimctl/keys"})
+    assert str(pod.api_key_file) == "/var/run/secrets/nimctl/keys"
+
+
+def test_cors_is_off_by_default_and_parsed_when_on(monkeypatch):
+    assert load_settings().cors is None
+    monkeypatch.setenv("NIM_CORS_ALLOW_ORIGINS", " https://app.example.com, http://localhost:3000 ")
+    monkeypatch.setenv("NIM_CORS_ALLOW_METHODS", "get,post")
+    monkeypatch.setenv("NIM_CORS_MAX_AGE", "60")
+    cors = load_settings().cors
+    assert cors is not None
+    assert cors.allow_origins == ["https://app.example.com", "http://localhost:3000"]
+    assert cors.allow_methods == ["GET", "POST"]
+    assert cors.allow_headers == ["*"] and cors.expose_headers == ["X-Request-Id"]
+    assert cors.max_age == 60
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NIM_CORS_ALLOW_ORIGINS", "https://app.example.com/", "is not an origin"),
+        ("NIM_CORS_ALLOW_ORIGINS", "app.example.com", "is not an origin"),
+        ("NIM_CORS_ALLOW_ORIGINS", "*,https://a.example", "give '\\*' alone"),
+        ("NIM_CORS_ALLOW_METHODS", "GET,PSOT", "'PSOT' is not one of"),
+        ("NIM_CORS_ALLOW_HEADERS", "Authorization,Content Type", "'Content Type' is not a header"),
+        ("NIM_CORS_EXPOSE_HEADERS", "X-Request-Id;", "is not a header name"),
+        ("NIM_CORS_MAX_AGE", "-1", "greater than or equal to 0"),
+    ],
+)
+def test_bad_cors_settings_stop_with_one_line(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"invalid {name}=") and "\n" not in str(caught.value)
