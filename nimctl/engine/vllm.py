@@ -433,7 +433,7 @@ class VllmEngine:
         text = await self._answer(layer.tokenization.create_detokenize(ids, raw))
         body = rendered.model_dump(mode="json")
         body["prompt"] = text.prompt
-        return json.dumps(body).encode()
+        return json.dumps(body, separators=(",", ":")).encode()
 
     def _token_layer(self) -> _TokenLayer:
         assert self._tokens is not None, "start() builds the token layer"
