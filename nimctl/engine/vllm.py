@@ -414,8 +414,8 @@ class VllmEngine:
         layer = self._token_layer()
         request = _validated(layer.detokenize_form, payload)
         try:
-            # vLLM's own vocabulary check (0.32's /detokenize skips it and fails inside the
-            # tokenizer, a 500, or decodes an unknown id to nothing).
+            # vLLM's own vocabulary check, which 0.32's /detokenize skips: a fast tokenizer
+            # decodes an unknown id to nothing, and one past 2**32 raises OverflowError (a 500).
             layer.check_ids(request.tokens)
         except Exception as exc:  # VLLMValidationError
             raise BadRequestError(f"Invalid tokens: {exc}", param="tokens") from None
