@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from nimctl import __version__
 from nimctl.admission import Admission, Limits
-from nimctl.api import chat, health, meta, metrics, models
+from nimctl.api import chat, health, meta, metrics, models, tokens
 from nimctl.api.errors import install_error_handlers
 from nimctl.api.middleware import (
     ApiKeyMiddleware,
@@ -23,7 +23,7 @@ from nimctl.api.middleware import (
     Inflight,
     RequestIdMiddleware,
 )
-from nimctl.api.schema import add_chat_schemas
+from nimctl.api.schema import add_chat_schemas, add_token_schemas
 from nimctl.api.state import AppState
 from nimctl.engine.base import Engine
 from nimctl.keys import KeyRing
@@ -109,11 +109,12 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = add_chat_schemas(document, [engine.served_model_name])
+            add_chat_schemas(document, [engine.served_model_name])
+            app.openapi_schema = add_token_schemas(document, [engine.served_model_name])
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema
-    for module in (health, models, chat, metrics, meta):
+    for module in (health, models, chat, tokens, metrics, meta):
         app.include_router(module.router)
     # Added innermost first: the request id wraps everything, so every log line carries it.
     app.add_middleware(

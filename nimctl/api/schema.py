@@ -1,4 +1,4 @@
-"""The OpenAPI description of the chat route's request and of the one error shape.
+"""The OpenAPI description of the chat and token routes' bodies and of the one error shape.
 
 The route reads the raw JSON itself (guards see exactly what the client sent, and vLLM's own
 model validates it afterwards), so FastAPI cannot derive a schema from a signature. This one is
@@ -226,24 +226,152 @@ def add_chat_schemas(openapi: dict[str, Any], model_ids: list[str]) -> dict[str,
             "application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}
         },
     }
-    ref = {"$ref": "#/components/schemas/ErrorResponse"}
-    error = {"content": {"application/json": {"schema": ref}}}
     operation["responses"] = {
         "200": {
             "description": "A chat completion, or with `stream` an event stream of chunks",
             "content": {"application/json": {}, "text/event-stream": {}},
         },
-        **{
-            code: {"description": why, **error}
-            for code, why in (
-                ("400", "The request breaks a rule; the message names it and the fix"),
-                ("401", "NIM_API_KEY is set and the request lacks the key"),
-                ("404", "Unknown model"),
-                ("408", "The body did not arrive within NIM_REQUEST_BODY_TIMEOUT"),
-                ("413", "The body is larger than NIM_MAX_REQUEST_BYTES"),
-                ("431", "The request line and headers are over 64 KiB or 100 fields"),
-                ("503", "The model is loading or the server is shutting down"),
-            )
-        },
+        **_error_answers(),
     }
     return openapi
+
+
+def _error_answers() -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    error = {"content": {"application/json": {"schema": ref}}}
+    return {
+        code: {"description": why, **error}
+        for code, why in (
+            ("400", "The request breaks a rule; the message names it and the fix"),
+            ("401", "NIM_API_KEY is set and the request lacks the key"),
+            ("404", "Unknown model"),
+            ("408", "The body did not arrive within NIM_REQUEST_BODY_TIMEOUT"),
+            ("413", "The body is larger than NIM_MAX_REQUEST_BYTES"),
+            ("431", "The request line and headers are over 64 KiB or 100 fields"),
+            ("503", "The model is loading or the server is shutting down"),
+        )
+    }
+
+
+# --- token routes: vLLM 0.32's request models (serve/tokenize/protocol.py) and answers ----------
+
+_OPTIONAL_BOOL = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
+
+
+def token_schemas(model_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The token routes' request and response schemas, by component name."""
+    model = {"enum": model_ids}
+    tokenize_prompt = {
+        "type": "object",
+        "required": ["prompt"],
+        "additionalProperties": False,
+        "properties": {
+            "model": model,
+            "prompt": {"type": "string"},
+            "add_special_tokens": {"type": "boolean", "default": True},
+            "return_token_strs": _OPTIONAL_BOOL,
+        },
+    }
+    tokenize_chat = {
+        "type": "object",
+        "required": ["messages"],
+        "additionalProperties": False,
+        "properties": {
+            "model": model,
+            "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+            "add_generation_prompt": {"type": "boolean", "default": True},
+            "continue_final_message": {"type": "boolean", "default": False},
+            "add_special_tokens": {"type": "boolean", "default": False},
+            "return_token_strs": _OPTIONAL_BOOL,
+            "reasoning_effort": {"enum": ["none", "low", "medium", "high"]},
+            "chat_template_kwargs": {"type": "object"},
+            "media_io_kwargs": {"type": "object"},
+            "mm_processor_kwargs": {"type": "object"},
+            "tools": {"type": "array", "items": _TOOL},
+        },
+    }
+    return {
+        "TokenizeRequest": {
+            "description": "Text (`prompt`) or a chat (`messages`), never both",
+            "oneOf": [tokenize_prompt, tokenize_chat],
+        },
+        "TokenizeResponse": {
+            "type": "object",
+            "required": ["count", "max_model_len", "tokens"],
+            "properties": {
+                "count": {"type": "integer"},
+                "max_model_len": {"type": "integer"},
+                "tokens": {"type": "array", "items": {"type": "integer"}},
+                "token_strs": {
+                    "anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]
+                },
+            },
+        },
+        "DetokenizeRequest": {
+            "type": "object",
+            "required": ["tokens"],
+            "additionalProperties": False,
+            "properties": {
+                "model": model,
+                "tokens": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            },
+        },
+        "DetokenizeResponse": {
+            "type": "object",
+            "required": ["prompt"],
+            "properties": {"prompt": {"type": "string"}},
+        },
+        "ChatRenderResponse": {
+            "description": "vLLM's GenerateRequest (what the engine would be given) and the "
+            "prompt its token ids spell",
+            "type": "object",
+            "required": ["request_id", "token_ids", "sampling_params", "prompt"],
+            "properties": {
+                "request_id": {"type": "string"},
+                "token_ids": {"type": "array", "items": {"type": "integer"}},
+                "prompt": {"type": "string"},
+                "features": {
+                    "description": "Multimodal item hashes and placeholder ranges; tensors "
+                    "unless the request sets `mm_payload` to `none`",
+                    "anyOf": [{"type": "object"}, {"type": "null"}],
+                },
+                "sampling_params": {"type": "object"},
+                "model": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        },
+    }
+
+
+def add_token_schemas(openapi: dict[str, Any], model_ids: list[str]) -> dict[str, Any]:
+    """Fill the token routes' bodies and answers into a generated document (after
+    `add_chat_schemas`, whose request and error schemas the render route shares)."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(token_schemas(model_ids))
+    routes = (
+        ("/tokenize", "TokenizeRequest", "TokenizeResponse", "The prompt's tokens"),
+        ("/detokenize", "DetokenizeRequest", "DetokenizeResponse", "The text of the tokens"),
+        (
+            "/v1/chat/completions/render",
+            "ChatCompletionRequest",
+            "ChatRenderResponse",
+            "The prompt the model would be given; nothing is generated",
+        ),
+    )
+    for path, request, response, description in routes:
+        operation = openapi["paths"][path]["post"]
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(request)}},
+        }
+        operation["responses"] = {
+            "200": {
+                "description": description,
+                "content": {"application/json": {"schema": _ref(response)}},
+            },
+            **_error_answers(),
+        }
+    return openapi
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}

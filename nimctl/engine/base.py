@@ -77,3 +77,23 @@ class Engine(Protocol[ChatRequestT]):
         ...
 
     async def shutdown(self) -> None: ...
+
+    # --- token routes: /tokenize, /detokenize, /v1/chat/completions/render ---------------------
+    # Each takes a body the API has parsed, and checked with the guards and media intake where it
+    # has messages; each validates it strictly (as `parse_chat_request` does) and answers a JSON
+    # body, or raises NimError. No inference runs.
+
+    async def tokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        """`{count, max_model_len, tokens, token_strs}` for a body with either `prompt` (text)
+        or `messages` (the chat form, templated and with media placeholders expanded, so that
+        `count` is the `usage.prompt_tokens` a chat completion of those messages reports)."""
+        ...
+
+    async def detokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        """`{prompt}` for `{tokens}`; an id outside the vocabulary is a BadRequestError."""
+        ...
+
+    async def render_chat(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        """What the engine would be given for a chat request (the token ids, multimodal
+        features, sampling parameters) and the prompt those ids spell, without inference."""
+        ...

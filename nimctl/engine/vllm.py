@@ -20,9 +20,9 @@ import shlex
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -31,18 +31,29 @@ from nimctl.engine.base import ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
 from nimctl.profiles import BUILTIN_SCHEME, OWNED_ENGINE_ARGS, Profile
 from nimctl.settings import NimSettings
-from nimctl.validation import StrictRequestModel, unsatisfiable_schema
+from nimctl.validation import ModelT, StrictRequestModel, unsatisfiable_schema
 
 if TYPE_CHECKING:
     from vllm.config import ModelConfig, VllmConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
+    from vllm.entrypoints.openai.models.serving import OpenAIServingModels
+    from vllm.entrypoints.scale_out.render.serving import ServingRender
     from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+    from vllm.entrypoints.serve.tokenize.protocol import (
+        DetokenizeRequest,
+        TokenizeChatRequest,
+        TokenizeCompletionRequest,
+    )
+    from vllm.entrypoints.serve.tokenize.serving import ServingTokenization
+    from vllm.entrypoints.serve.utils.request_logger import RequestLogger
+    from vllm.renderers.online_renderer import OnlineRenderer
     from vllm.sampling_params import StructuredOutputsParams
     from vllm.v1.engine.async_llm import AsyncLLM
 
 logger = logging.getLogger("nimctl.engine")
+T = TypeVar("T")
 
 SHUTDOWN_TIMEOUT_S = 10.0
 
@@ -204,6 +215,7 @@ class VllmEngine:
         self._generation_failed = (GenerationError, RetryableRequestError)
         self._error_response = create_error_response
         self._error_response_type = ErrorResponse
+        self._build_token_layer(models, renderer, request_logger, chat_template)
 
     def _most_tokens_per_item(self) -> dict[str, int]:
         """vLLM's own bound of the tokens one image or video takes (what its encoder budget is
@@ -376,6 +388,99 @@ class VllmEngine:
             handler.cancel()
             await asyncio.gather(handler, return_exceptions=True)
         await asyncio.to_thread(llm.shutdown, SHUTDOWN_TIMEOUT_S)
+
+    # --- token routes: /tokenize, /detokenize, /v1/chat/completions/render ---------------------
+
+    _tokens: _TokenLayer | None = None  # built with the chat layer, from the same objects
+
+    def _build_token_layer(
+        self,
+        models: OpenAIServingModels,
+        renderer: OnlineRenderer,
+        request_logger: RequestLogger | None,
+        chat_template: str | None,
+    ) -> None:
+        """vLLM's tokenize and render serving over the chat layer's models and renderer, so that
+        a chat is templated, its media expanded and its tokens counted exactly as for a chat
+        completion. Render is vLLM's scale-out `ServingRender`, which `vllm serve` builds only
+        with `--enable-scale-out`; NIM 2.x serves it always."""
+        from vllm.entrypoints.scale_out.render.serving import ServingRender
+        from vllm.entrypoints.serve.tokenize.protocol import (
+            DetokenizeRequest,
+            TokenizeChatRequest,
+            TokenizeCompletionRequest,
+        )
+        from vllm.entrypoints.serve.tokenize.serving import ServingTokenization
+
+        self._tokens = _TokenLayer(
+            tokenization=ServingTokenization(
+                models,
+                renderer,
+                chat_template=chat_template,
+                chat_template_content_format="auto",
+                default_chat_template_kwargs=self._profile.default_chat_template_kwargs,
+                request_logger=request_logger,
+            ),
+            render=ServingRender(models, renderer, request_logger=request_logger),
+            prompt_form=StrictRequestModel(TokenizeCompletionRequest),
+            chat_form=StrictRequestModel(TokenizeChatRequest),
+            detokenize_form=StrictRequestModel(DetokenizeRequest),
+            check_ids=renderer.renderer.validate_token_ids,
+        )
+
+    async def tokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        layer = self._token_layer()
+        request: TokenizeChatRequest | TokenizeCompletionRequest
+        if "messages" in payload:
+            if self._pin_frames:
+                pin_frame_count(payload)
+            request = _validated(layer.chat_form, fold_reasoning_effort(payload))
+        else:
+            request = _validated(layer.prompt_form, payload)
+        answer = layer.tokenization.create_tokenize(request, _vllm_request(headers))
+        return (await self._answer(answer)).model_dump_json().encode()  # TokenizeResponse
+
+    async def detokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        layer = self._token_layer()
+        request = _validated(layer.detokenize_form, payload)
+        try:
+            # vLLM's own vocabulary check, which 0.32's /detokenize skips: a fast tokenizer
+            # decodes an unknown id to nothing, and one past 2**32 raises OverflowError (a 500).
+            layer.check_ids(request.tokens)
+        except Exception as exc:  # VLLMValidationError
+            raise BadRequestError(f"Invalid tokens: {exc}", param="tokens") from None
+        answer = layer.tokenization.create_detokenize(request, _vllm_request(headers))
+        return (await self._answer(answer)).model_dump_json().encode()  # DetokenizeResponse
+
+    async def render_chat(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        layer = self._token_layer()
+        request = self.parse_chat_request(payload)
+        raw = _vllm_request(headers)
+        rendered = await self._answer(layer.render.render_chat_request(request, raw))
+        # vLLM's GenerateRequest carries ids only; the text they spell is what a reader of a
+        # rendered prompt wants (vLLM #39819, as its open PR #40450 adds it).
+        ids = layer.detokenize_form.model(tokens=rendered.token_ids)
+        text = await self._answer(layer.tokenization.create_detokenize(ids, raw))
+        body = rendered.model_dump(mode="json")
+        body["prompt"] = text.prompt
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _token_layer(self) -> _TokenLayer:
+        assert self._tokens is not None, "start() builds the token layer"
+        return self._tokens
+
+    async def _answer(self, work: Awaitable[T | ErrorResponse]) -> T:
+        """vLLM's answer, or its error (returned or raised) as a NimError of vLLM's status."""
+        assert self._error_response is not None and self._error_response_type is not None
+        try:
+            result = await work
+        except NimError:
+            raise
+        except Exception as exc:
+            raise self._nim_error(self._error_response(exc), exc) from exc
+        if isinstance(result, self._error_response_type):
+            raise self._nim_error(result, None)
+        return cast(T, result)
 
 
 def _video_loader_ignores_num_frames(model_config: ModelConfig) -> bool:
@@ -668,3 +773,54 @@ def _start_async_llm(args: AsyncEngineArgs, vllm_config: VllmConfig) -> AsyncLLM
         enable_log_requests=args.enable_log_requests,
         disable_log_stats=args.disable_log_stats,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _TokenLayer:
+    tokenization: ServingTokenization
+    render: ServingRender
+    prompt_form: StrictRequestModel[TokenizeCompletionRequest]
+    chat_form: StrictRequestModel[TokenizeChatRequest]
+    detokenize_form: StrictRequestModel[DetokenizeRequest]
+    check_ids: Callable[[list[int]], None]
+
+
+def _validated(validator: StrictRequestModel[ModelT], payload: dict[str, Any]) -> ModelT:
+    """The body as vLLM's request model, strictly; vLLM's own validators raise outside
+    pydantic's errors, and are answered as 400s too."""
+    try:
+        return validator.validate(payload)
+    except NimError:
+        raise
+    except Exception as exc:
+        message = str(exc.args[0]) if exc.args else type(exc).__name__
+        raise BadRequestError(
+            f"Invalid request: {message}", param=getattr(exc, "parameter", None)
+        ) from None
+
+
+def fold_reasoning_effort(payload: dict[str, Any]) -> dict[str, Any]:
+    """A tokenize body's `reasoning_effort` as chat passes it, into the template's kwargs.
+
+    vLLM's chat request hands `reasoning_effort` (and `enable_thinking`, unless the client set
+    it) to the chat template; its tokenize request has no such field. A profile may add one to
+    every chat (guards.params.translate), so without this a chat's tokens would be counted for
+    another template than the chat's, or refused as an unknown field.
+    """
+    if "reasoning_effort" not in payload:
+        return payload
+    folded = dict(payload)
+    effort = folded.pop("reasoning_effort")
+    kwargs = folded.get("chat_template_kwargs")
+    if effort is None or not (kwargs is None or isinstance(kwargs, dict)):
+        return folded  # nothing to fold, or kwargs the validation refuses
+    if not isinstance(effort, str):
+        raise BadRequestError(
+            f"Invalid request: reasoning_effort must be a string, not {json.dumps(effort)[:40]}.",
+            param="reasoning_effort",
+        )
+    merged = dict(kwargs or {})
+    merged.setdefault("enable_thinking", effort != "none")
+    merged["reasoning_effort"] = effort
+    folded["chat_template_kwargs"] = merged
+    return folded

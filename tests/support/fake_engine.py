@@ -10,12 +10,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from nimctl.engine.base import ChatResult, EngineDeadError
-from nimctl.errors import NotFoundError
+from nimctl.errors import BadRequestError, NotFoundError
 from nimctl.validation import StrictRequestModel
 
 
@@ -32,6 +32,34 @@ class FakeChatRequest(BaseModel):
     temperature: float | None = None
     stream: bool = False
     stream_options: FakeStreamOptions | None = None
+
+
+class FakeTokenizePrompt(BaseModel):
+    model: str | None = None
+    prompt: str
+    add_special_tokens: bool = True
+    return_token_strs: bool | None = False
+
+
+class FakeTokenizeChat(BaseModel):
+    model: str | None = None
+    messages: list[dict[str, Any]]
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = False
+    return_token_strs: bool | None = False
+
+
+class FakeDetokenize(BaseModel):
+    """vLLM's DetokenizeRequest bounds ids the same way."""
+
+    model: str | None = None
+    tokens: list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
+
+
+# The fake tokenizer: one token per UTF-8 byte, and a BOS token.
+FAKE_VOCAB = 256
+FAKE_BOS = 1
+FAKE_IMAGE = "<image>"
 
 
 class FakeEngine:
@@ -51,6 +79,9 @@ class FakeEngine:
         self.most_running = 0
         # While set, answers wait for it to be set (an admission test holds requests running).
         self.hold: asyncio.Event | None = None
+        self._tokenize_prompt = StrictRequestModel(FakeTokenizePrompt)
+        self._tokenize_chat = StrictRequestModel(FakeTokenizeChat)
+        self._detokenize = StrictRequestModel(FakeDetokenize)
 
     @property
     def served_model_name(self) -> str:
@@ -111,3 +142,64 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         self.shut_down = True
+
+    # --- token routes ---------------------------------------------------------------------------
+
+    async def tokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        self.requests.append(payload)
+        if "messages" in payload:
+            chat = self._tokenize_chat.validate(payload)
+            tokens = _fake_tokens(_fake_template(chat.messages), chat.add_special_tokens)
+            strs = chat.return_token_strs
+        else:
+            text = self._tokenize_prompt.validate(payload)
+            tokens = _fake_tokens(text.prompt, text.add_special_tokens)
+            strs = text.return_token_strs
+        body = {
+            "count": len(tokens),
+            "max_model_len": self._max_model_len,
+            "tokens": tokens,
+            "token_strs": [chr(t) for t in tokens] if strs else None,
+        }
+        return json.dumps(body).encode()
+
+    async def detokenize(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        request = self._detokenize.validate(payload)
+        if any(t >= FAKE_VOCAB for t in request.tokens):
+            raise BadRequestError(
+                f"Token id {max(request.tokens)} is out of vocabulary", param="tokens"
+            )
+        text = bytes(request.tokens).decode("utf-8", errors="replace")
+        return json.dumps({"prompt": text}).encode()
+
+    async def render_chat(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
+        request = self._validator.validate(payload)
+        self.requests.append(payload)
+        prompt = _fake_template(request.messages)
+        body = {
+            "request_id": "chatcmpl-test",
+            "token_ids": _fake_tokens(prompt, False),
+            "features": None,
+            "sampling_params": {"max_tokens": request.max_tokens},
+            "model": request.model,
+            "prompt": prompt,
+        }
+        return json.dumps(body).encode()
+
+
+def _fake_template(messages: list[dict[str, Any]]) -> str:
+    """`role: text` lines, an image as FAKE_IMAGE; then the generation prompt."""
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        text = "".join(
+            FAKE_IMAGE if str(part.get("type")).startswith("image") else str(part.get("text") or "")
+            for part in parts
+        )
+        lines.append(f"{message.get('role')}: {text}")
+    return "\n".join([*lines, "assistant:"])
+
+
+def _fake_tokens(text: str, add_special_tokens: bool) -> list[int]:
+    return [FAKE_BOS] * add_special_tokens + list(text.encode())
