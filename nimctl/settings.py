@@ -46,6 +46,10 @@ GROUPS = (
 )
 
 
+# Settings that mean something only with NIM_PEFT_SOURCE (LoRA on).
+_LORA_SETTINGS = ("peft_refresh_interval", "max_loras", "max_cpu_loras", "max_lora_rank")
+
+
 def _field(
     default: Any, group: str, description: str, vllm: str | None = None, **constraints: Any
 ) -> Any:
@@ -449,6 +453,21 @@ class NimSettings(BaseSettings):
     def media_allow(self) -> Allowlist:
         """NIM_MEDIA_ALLOWLIST as (hosts, networks); validated with the settings."""
         return parse_allowlist(self.media_allowlist)
+
+    @model_validator(mode="after")
+    def _lora_needs_source(self) -> NimSettings:
+        # Refused rather than ignored: without NIM_PEFT_SOURCE LoRA is off, so these would be
+        # silently meaningless, and whoever set them expects adapters to be served.
+        if self.peft_source is None:
+            given = [name for name in _LORA_SETTINGS if getattr(self, name) is not None]
+            if given:
+                names = " and ".join(f"{ENV_PREFIX}{name.upper()}" for name in given)
+                raise ValueError(
+                    f"{names} {'apply' if len(given) > 1 else 'applies'} only to LoRA "
+                    f"adapters, which need {ENV_PREFIX}PEFT_SOURCE: "
+                    "set it to the adapters' directory, or unset them"
+                )
+        return self
 
     @model_validator(mode="after")
     def _ssl_complete(self) -> NimSettings:
