@@ -359,20 +359,22 @@ class NimSettings(BaseSettings):
         None,
         GROUPS[7],
         "Seconds between scans of `NIM_PEFT_SOURCE`: adapters added there are loaded, removed "
-        "ones unloaded, with no restart. Unset: scanned once, at start.",
+        "ones unloaded, with no restart. Unset: scanned once, at start. Needs NIM_PEFT_SOURCE.",
         gt=0,
     )
     max_loras: int | None = _field(
         None,
         GROUPS[7],
-        "Adapters used in one batch (held in GPU memory at once). Unset: vLLM's default.",
+        "Adapters used in one batch (held in GPU memory at once). Unset: vLLM's default. Needs "
+        "NIM_PEFT_SOURCE.",
         "max_loras",
         ge=1,
     )
     max_cpu_loras: int | None = _field(
         None,
         GROUPS[7],
-        "Adapters kept in CPU memory, at least `NIM_MAX_LORAS`. Unset: vLLM's default.",
+        "Adapters kept in CPU memory, at least `NIM_MAX_LORAS`. Unset: vLLM's default. Needs "
+        "NIM_PEFT_SOURCE.",
         "max_cpu_loras",
         ge=1,
     )
@@ -380,7 +382,7 @@ class NimSettings(BaseSettings):
         None,
         GROUPS[7],
         "Largest adapter rank accepted; an adapter of a higher rank is refused at load. Unset: "
-        "vLLM's default.",
+        "vLLM's default. Needs NIM_PEFT_SOURCE.",
         "max_lora_rank",
         ge=1,
     )
@@ -461,7 +463,7 @@ class NimSettings(BaseSettings):
         if self.peft_source is None:
             given = [name for name in _LORA_SETTINGS if getattr(self, name) is not None]
             if given:
-                names = " and ".join(f"{ENV_PREFIX}{name.upper()}" for name in given)
+                names = ", ".join(f"{ENV_PREFIX}{name.upper()}" for name in given)
                 raise ValueError(
                     f"{names} {'apply' if len(given) > 1 else 'applies'} only to LoRA "
                     f"adapters, which need {ENV_PREFIX}PEFT_SOURCE: "
