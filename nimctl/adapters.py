@@ -36,19 +36,27 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 def scan(directory: Path) -> dict[str, Path]:
     """The adapters in `directory`: name -> sub-directory, for each sub-directory holding an
     adapter config and weights. Hidden entries are skipped, so that an adapter can be copied
-    in under a dot-name and renamed into place once complete. A missing directory has none."""
+    in under a dot-name and renamed into place once complete (and a ConfigMap's `..data`).
+
+    OSError if the directory cannot be read: that is not "no adapters" (a volume that went
+    away for a moment must not unload every adapter).
+    """
     found: dict[str, Path] = {}
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return found
-    for entry in entries:
+    with os.scandir(directory) as entries:
+        listed = list(entries)
+    for entry in listed:
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         path = Path(entry.path)
         if (path / CONFIG_FILE).is_file() and any((path / f).is_file() for f in WEIGHT_FILES):
             found[entry.name] = path
     return found
+
+
+def require_directory(path: Path) -> None:
+    """What `serve` and `check` refuse: a NIM_PEFT_SOURCE that is not a directory."""
+    if not path.is_dir():
+        raise ConfigError(f"invalid NIM_PEFT_SOURCE={str(path)!r}: no such directory")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class AdapterSync:
         self._directory = directory
         self._interval_s = interval_s
         self._refused: dict[str, Fingerprint] = {}
+        self._unreadable = False  # the last scan failed (logged once)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -94,10 +103,7 @@ class AdapterSync:
 
     async def first_sync(self) -> None:
         """Load what the directory holds at start; ConfigError if it is not a directory."""
-        if not await asyncio.to_thread(self._directory.is_dir):
-            raise ConfigError(
-                f"invalid NIM_PEFT_SOURCE={str(self._directory)!r}: no such directory"
-            )
+        await asyncio.to_thread(require_directory, self._directory)
         await self.sync()
         logger.info(
             "LoRA adapters from %s: %d loaded, %d refused%s",
@@ -109,7 +115,16 @@ class AdapterSync:
 
     async def sync(self) -> None:
         # Reading a directory (possibly a network volume) is blocking I/O: off the loop.
-        found = await asyncio.to_thread(scan, self._directory)
+        try:
+            found = await asyncio.to_thread(scan, self._directory)
+        except OSError as exc:
+            if not self._unreadable:
+                logger.warning("LoRA adapters kept as they are: cannot read %s", exc)
+            self._unreadable = True
+            return
+        if self._unreadable:
+            logger.info("LoRA adapter directory %s readable again", self._directory)
+            self._unreadable = False
         changes = diff(found, self._engine.adapters)
         for name in changes.unload:
             await self._engine.unload_adapter(name)

@@ -453,8 +453,13 @@ def validate_parsers(profile: Profile) -> None:
 
 def check_engine_config(profile: Profile, settings: NimSettings) -> None:
     """What `serve` would refuse once vLLM is loaded, checked without starting anything: the
-    parsers, the profile's engine arguments and NIM_PASSTHROUGH_ARGS (ConfigError)."""
+    parsers, the profile's engine arguments, NIM_PASSTHROUGH_ARGS and NIM_PEFT_SOURCE
+    (ConfigError)."""
     validate_parsers(profile)
+    if settings.peft_source is not None:
+        from nimctl.adapters import require_directory
+
+        require_directory(settings.peft_source.expanduser())
     build_engine_args(profile, settings, profile.model)
 
 

@@ -33,8 +33,26 @@ def test_scan_finds_complete_adapters_by_directory_name(tmp_path: Path):
     assert scan(tmp_path) == {"team-a": a}
 
 
-def test_scan_of_a_missing_directory_is_empty(tmp_path: Path):
-    assert scan(tmp_path / "absent") == {}
+async def test_a_directory_gone_for_a_while_unloads_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    root = tmp_path / "adapters"
+    a = adapter(root, "a")
+    engine = FakeEngine()
+    sync = AdapterSync(engine, root, None)
+    await sync.first_sync()
+    root.rename(tmp_path / "elsewhere")  # an unmounted volume, say
+    with pytest.raises(FileNotFoundError):
+        scan(root)
+    with caplog.at_level(logging.WARNING, logger="nimctl.adapters"):
+        await sync.sync()
+        await sync.sync()
+    assert engine.adapters == {"a": a}
+    assert len(caplog.records) == 1 and "cannot read" in caplog.records[0].getMessage()
+    (tmp_path / "elsewhere").rename(root)
+    (a / "adapter_config.json").unlink()
+    await sync.sync()
+    assert engine.adapters == {}
 
 
 def test_diff_loads_new_unloads_gone_and_reloads_moved():

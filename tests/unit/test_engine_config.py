@@ -117,6 +117,15 @@ def test_peft_source_turns_lora_on_with_its_limits(store, tmp_path):
     assert (on.enable_lora, on.max_loras, on.max_cpu_loras, on.max_lora_rank) == (True, 2, 4, 16)
 
 
+def test_check_refuses_a_peft_source_that_is_no_directory(store, tmp_path):
+    from nimctl.engine.vllm import check_engine_config
+
+    settings = NimSettings(peft_source=tmp_path / "absent")
+    with pytest.raises(ConfigError, match="invalid NIM_PEFT_SOURCE=.*absent.*no such directory"):
+        check_engine_config(apply_settings(store.get("tiny"), settings), settings)
+    check_engine_config(store.get("tiny"), NimSettings(peft_source=tmp_path))
+
+
 def test_enable_lora_is_nimctls_to_set(store):
     with pytest.raises(ConfigError, match="--enable-lora is set through NIM_PEFT_SOURCE"):
         parse_passthrough_args("--enable-lora")
