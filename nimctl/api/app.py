@@ -110,7 +110,9 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            app.openapi_schema = add_chat_schemas(document, [engine.served_model_name])
+            app.openapi_schema = add_chat_schemas(
+                document, [engine.served_model_name], adapters=adapters is not None
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema

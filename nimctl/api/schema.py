@@ -141,14 +141,22 @@ _TOOL_CHOICE = {
 _POSITIVE_INT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
 
 
-def chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
-    """The request schema; `model` is one of the ids this server serves."""
+def chat_request_schema(model_ids: list[str], adapters: bool = False) -> dict[str, Any]:
+    """The request schema; `model` is one of the ids this server serves, or with LoRA adapters
+    (which come and go with NIM_PEFT_SOURCE) any id that GET /v1/models lists."""
+    model: dict[str, Any] = {"enum": model_ids}
+    if adapters:
+        model = {
+            "type": "string",
+            "examples": model_ids,
+            "description": "The served model or a LoRA adapter listed by GET /v1/models.",
+        }
     return {
         "type": "object",
         "required": ["model", "messages"],
         "additionalProperties": True,
         "properties": {
-            "model": {"enum": model_ids},
+            "model": model,
             "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
             "max_tokens": _POSITIVE_INT,
             "max_completion_tokens": _POSITIVE_INT,
@@ -214,10 +222,12 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def add_chat_schemas(openapi: dict[str, Any], model_ids: list[str]) -> dict[str, Any]:
+def add_chat_schemas(
+    openapi: dict[str, Any], model_ids: list[str], adapters: bool = False
+) -> dict[str, Any]:
     """Fill the chat route's request body and error answers into a generated document."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    schemas["ChatCompletionRequest"] = chat_request_schema(model_ids)
+    schemas["ChatCompletionRequest"] = chat_request_schema(model_ids, adapters)
     schemas["ErrorResponse"] = ERROR_SCHEMA
     operation = openapi["paths"]["/v1/chat/completions"]["post"]
     operation["requestBody"] = {

@@ -56,6 +56,13 @@ async def test_a_request_for_an_adapter_reaches_the_engine_and_is_counted(make_h
     assert counts == {"team-a": 1.0, MODEL: 1.0}  # an unknown name is no label
 
 
+async def test_the_openapi_model_is_any_listed_id_with_adapters(make_harness, tmp_path):
+    async with make_harness(peft_source=tmp_path) as h:
+        schema = (await h.client.get("/openapi.json")).json()
+    model = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["model"]
+    assert model["type"] == "string" and model["examples"] == [MODEL] and "enum" not in model
+
+
 async def test_unknown_and_refused_models_are_404_in_the_openai_shape(make_harness, tmp_path):
     adapter(tmp_path, "too-big", rank=64)
     async with make_harness(peft_source=tmp_path) as h:
