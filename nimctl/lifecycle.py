@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nimctl.adapters import AdapterSync
 from nimctl.engine.base import Engine, EngineDeadError
 from nimctl.errors import ConfigError
 
@@ -37,8 +38,10 @@ class Supervisor:
         *,
         health_interval_s: float = 1.0,
         on_ready: Callable[[], None] | None = None,
+        adapters: AdapterSync | None = None,
     ) -> None:
         self.engine = engine
+        self.adapters = adapters  # NIM_PEFT_SOURCE: loaded before ready, refreshed while ready
         self.on_ready = on_ready
         self.health_interval_s = health_interval_s
         self.state = State.STARTING
@@ -57,6 +60,8 @@ class Supervisor:
     async def _run(self) -> None:
         try:
             await self.engine.start()
+            if self.adapters is not None:
+                await self.adapters.first_sync()
         except asyncio.CancelledError:
             raise
         except ConfigError as exc:
@@ -73,6 +78,8 @@ class Supervisor:
         self.state = State.READY
         self.seconds_to_ready = time.monotonic() - self.started_at
         logger.info("ready (%.1f s after start)", self.seconds_to_ready)
+        if self.adapters is not None:
+            self.adapters.start()
         await self._watch()
 
     async def _watch(self) -> None:
@@ -113,4 +120,6 @@ class Supervisor:
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.adapters is not None:
+            await self.adapters.stop()
         await self.engine.shutdown()

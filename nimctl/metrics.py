@@ -73,6 +73,14 @@ class NimctlMetrics:
             ["route", "method", "status", "key"],
             registry=self.registry,
         )
+        # By `model`: the served model or a LoRA adapter (vLLM's `vllm:` series are by base
+        # model only). Only names that passed require_model become labels: bounded.
+        self.chat_requests = Counter(
+            "nimctl_chat_requests",
+            "Chat requests accepted for a served model or LoRA adapter, before the guards.",
+            ["model_name"],
+            registry=self.registry,
+        )
         self.http_seconds = Histogram(
             "nimctl_http_request_duration_seconds",
             "Time from request to the end of the response (streams included), by route.",

@@ -48,6 +48,10 @@ GROUPS = (
 )
 
 
+# Settings that mean something only with NIM_PEFT_SOURCE (LoRA on).
+_LORA_SETTINGS = ("peft_refresh_interval", "max_loras", "max_cpu_loras", "max_lora_rank")
+
+
 def _field(
     default: Any, group: str, description: str, vllm: str | None = None, **constraints: Any
 ) -> Any:
@@ -368,20 +372,22 @@ class NimSettings(BaseSettings):
         None,
         GROUPS[7],
         "Seconds between scans of `NIM_PEFT_SOURCE`: adapters added there are loaded, removed "
-        "ones unloaded, with no restart. Unset: scanned once, at start.",
+        "ones unloaded, with no restart. Unset: scanned once, at start. Needs NIM_PEFT_SOURCE.",
         gt=0,
     )
     max_loras: int | None = _field(
         None,
         GROUPS[7],
-        "Adapters used in one batch (held in GPU memory at once). Unset: vLLM's default.",
+        "Adapters used in one batch (held in GPU memory at once). Unset: vLLM's default. Needs "
+        "NIM_PEFT_SOURCE.",
         "max_loras",
         ge=1,
     )
     max_cpu_loras: int | None = _field(
         None,
         GROUPS[7],
-        "Adapters kept in CPU memory, at least `NIM_MAX_LORAS`. Unset: vLLM's default.",
+        "Adapters kept in CPU memory, at least `NIM_MAX_LORAS`. Unset: vLLM's default. Needs "
+        "NIM_PEFT_SOURCE.",
         "max_cpu_loras",
         ge=1,
     )
@@ -389,7 +395,7 @@ class NimSettings(BaseSettings):
         None,
         GROUPS[7],
         "Largest adapter rank accepted; an adapter of a higher rank is refused at load. Unset: "
-        "vLLM's default.",
+        "vLLM's default. Needs NIM_PEFT_SOURCE.",
         "max_lora_rank",
         ge=1,
     )
@@ -517,6 +523,21 @@ class NimSettings(BaseSettings):
     def media_allow(self) -> Allowlist:
         """NIM_MEDIA_ALLOWLIST as (hosts, networks); validated with the settings."""
         return parse_allowlist(self.media_allowlist)
+
+    @model_validator(mode="after")
+    def _lora_needs_source(self) -> NimSettings:
+        # Refused rather than ignored: without NIM_PEFT_SOURCE LoRA is off, so these would be
+        # silently meaningless, and whoever set them expects adapters to be served.
+        if self.peft_source is None:
+            given = [name for name in _LORA_SETTINGS if getattr(self, name) is not None]
+            if given:
+                names = ", ".join(f"{ENV_PREFIX}{name.upper()}" for name in given)
+                raise ValueError(
+                    f"{names} {'apply' if len(given) > 1 else 'applies'} only to LoRA "
+                    f"adapters, which need {ENV_PREFIX}PEFT_SOURCE: "
+                    "set it to the adapters' directory, or unset them"
+                )
+        return self
 
     @model_validator(mode="after")
     def _ssl_complete(self) -> NimSettings:

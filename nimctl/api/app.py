@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from prometheus_client import CollectorRegistry
 
 from nimctl import __version__
+from nimctl.adapters import AdapterSync
 from nimctl.admission import Admission, Limits
 from nimctl.api import chat, health, meta, metrics, models, tokens
 from nimctl.api.errors import install_error_handlers
@@ -52,7 +53,12 @@ def create_app(
     stat logger registers the engine's `vllm:` series. `on_ready` runs once, when the engine has
     started and before readiness turns true (the CLI's process-wide start-up steps).
     """
-    supervisor = Supervisor(engine, on_ready=on_ready)
+    adapters = (
+        AdapterSync(engine, settings.peft_source.expanduser(), settings.peft_refresh_interval)
+        if settings.peft_source is not None
+        else None
+    )
+    supervisor = Supervisor(engine, on_ready=on_ready, adapters=adapters)
     media = intake if intake is not None else MediaIntake.from_settings(settings)
     profile_id = profile_id or profile.content_id()
     own = NimctlMetrics(
@@ -109,8 +115,11 @@ def create_app(
                 description=app.description,
                 routes=app.routes,
             )
-            add_chat_schemas(document, [engine.served_model_name])
-            app.openapi_schema = add_token_schemas(document, [engine.served_model_name])
+            lora = adapters is not None
+            add_chat_schemas(document, [engine.served_model_name], adapters=lora)
+            app.openapi_schema = add_token_schemas(
+                document, [engine.served_model_name], adapters=lora
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's way to extend the schema

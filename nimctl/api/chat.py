@@ -29,7 +29,8 @@ async def chat_completions(request: Request) -> Response:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
-    require_model(state, payload)
+    model = require_model(state, payload)
+    state.metrics.chat_requests.labels(model).inc()
     content = check_request(payload, state.profile)
     ticket = admit(state, payload, content)  # 429 here, before any media is fetched
     try:

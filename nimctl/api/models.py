@@ -1,4 +1,5 @@
-"""The model card of the seed API reference (OpenAI's list plus NIM's max_model_len)."""
+"""The model cards of the seed API reference (OpenAI's list plus NIM's max_model_len): the served
+model, then its LoRA adapters."""
 
 from __future__ import annotations
 
@@ -18,19 +19,24 @@ router = APIRouter(tags=["models"])
 async def list_models(request: Request) -> JSONResponse:
     state = app_state(request)
     require_ready(state)
-    return JSONResponse({"object": "list", "data": [model_card(state)]})
+    base = state.engine.served_model_name
+    cards = [model_card(state, base, base, None)]
+    # LoRA adapters after the base model, as vLLM lists them: root = the adapter's directory,
+    # parent = the base model. They run within the base model's context length.
+    adapters = state.engine.adapters
+    cards += [model_card(state, name, str(adapters[name]), base) for name in sorted(adapters)]
+    return JSONResponse({"object": "list", "data": cards})
 
 
-def model_card(state: AppState) -> dict[str, Any]:
+def model_card(state: AppState, name: str, root: str, parent: str | None) -> dict[str, Any]:
     created = state.supervisor.created
-    name = state.engine.served_model_name
     return {
         "id": name,
         "object": "model",
         "created": created,
         "owned_by": "system",
-        "root": name,
-        "parent": None,
+        "root": root,
+        "parent": parent,
         "max_model_len": state.engine.max_model_len,
         "permission": [
             {

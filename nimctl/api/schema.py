@@ -141,14 +141,26 @@ _TOOL_CHOICE = {
 _POSITIVE_INT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
 
 
-def chat_request_schema(model_ids: list[str]) -> dict[str, Any]:
-    """The request schema; `model` is one of the ids this server serves."""
+def model_schema(model_ids: list[str], adapters: bool = False) -> dict[str, Any]:
+    """`model`: one of the ids this server serves, or with LoRA adapters (which come and go
+    with NIM_PEFT_SOURCE) any id that GET /v1/models lists."""
+    if adapters:
+        return {
+            "type": "string",
+            "examples": model_ids,
+            "description": "The served model or a LoRA adapter listed by GET /v1/models.",
+        }
+    return {"enum": model_ids}
+
+
+def chat_request_schema(model_ids: list[str], adapters: bool = False) -> dict[str, Any]:
+    model = model_schema(model_ids, adapters)
     return {
         "type": "object",
         "required": ["model", "messages"],
         "additionalProperties": True,
         "properties": {
-            "model": {"enum": model_ids},
+            "model": model,
             "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
             "max_tokens": _POSITIVE_INT,
             "max_completion_tokens": _POSITIVE_INT,
@@ -214,10 +226,12 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def add_chat_schemas(openapi: dict[str, Any], model_ids: list[str]) -> dict[str, Any]:
+def add_chat_schemas(
+    openapi: dict[str, Any], model_ids: list[str], adapters: bool = False
+) -> dict[str, Any]:
     """Fill the chat route's request body and error answers into a generated document."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    schemas["ChatCompletionRequest"] = chat_request_schema(model_ids)
+    schemas["ChatCompletionRequest"] = chat_request_schema(model_ids, adapters)
     schemas["ErrorResponse"] = ERROR_SCHEMA
     operation = openapi["paths"]["/v1/chat/completions"]["post"]
     operation["requestBody"] = {
@@ -258,9 +272,9 @@ def _error_answers() -> dict[str, Any]:
 _OPTIONAL_BOOL = {"anyOf": [{"type": "boolean"}, {"type": "null"}]}
 
 
-def token_schemas(model_ids: list[str]) -> dict[str, dict[str, Any]]:
+def token_schemas(model_ids: list[str], adapters: bool = False) -> dict[str, dict[str, Any]]:
     """The token routes' request and response schemas, by component name."""
-    model = {"enum": model_ids}
+    model = model_schema(model_ids, adapters)
     tokenize_prompt = {
         "type": "object",
         "required": ["prompt"],
@@ -342,11 +356,13 @@ def token_schemas(model_ids: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def add_token_schemas(openapi: dict[str, Any], model_ids: list[str]) -> dict[str, Any]:
+def add_token_schemas(
+    openapi: dict[str, Any], model_ids: list[str], adapters: bool = False
+) -> dict[str, Any]:
     """Fill the token routes' bodies and answers into a generated document (after
     `add_chat_schemas`, whose request and error schemas the render route shares)."""
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(token_schemas(model_ids))
+    schemas.update(token_schemas(model_ids, adapters))
     routes = (
         ("/tokenize", "TokenizeRequest", "TokenizeResponse", "The prompt's tokens"),
         ("/detokenize", "DetokenizeRequest", "DetokenizeResponse", "The text of the tokens"),

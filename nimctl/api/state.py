@@ -42,12 +42,21 @@ def require_ready(state: AppState) -> None:
         raise ServiceUnavailableError(f"Service is not ready: {state.supervisor.reason}.")
 
 
-def require_model(state: AppState, payload: dict[str, Any]) -> None:
-    """A request for another model is answered as such first, whatever else is wrong with it,
-    as vLLM does. A missing or non-string `model` is left to the request's own validation."""
+def require_model(state: AppState, payload: dict[str, Any]) -> str:
+    """The model a request is for: the served model or a loaded LoRA adapter.
+
+    A request for another model is answered as such first, whatever else is wrong with it, as
+    vLLM does. A missing or non-string `model` means the served model here and is left to the
+    request's own validation.
+    """
+    base = state.engine.served_model_name
     model = payload.get("model")
-    if isinstance(model, str) and model != state.engine.served_model_name:
+    if not isinstance(model, str) or model == base:
+        return base
+    adapters = state.engine.adapters
+    if model not in adapters:
+        also = f" and {len(adapters)} LoRA adapter(s), see /v1/models" if adapters else ""
         raise NotFoundError(
-            f"The model `{model}` does not exist. Valid models: {state.engine.served_model_name}.",
-            param="model",
+            f"The model `{model}` does not exist. Valid models: {base}{also}.", param="model"
         )
+    return model

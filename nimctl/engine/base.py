@@ -21,6 +21,10 @@ class EngineDeadError(Exception):
     """The engine can no longer serve; the process should stop so that it is restarted."""
 
 
+class AdapterRefusedError(Exception):
+    """A LoRA adapter that cannot be served with this model; the message says why."""
+
+
 @dataclass(frozen=True)
 class ChatResult:
     """A chat answer: a ready JSON body, or an SSE stream of `data: ...` events ending in
@@ -96,4 +100,19 @@ class Engine(Protocol[ChatRequestT]):
     async def render_chat(self, payload: dict[str, Any], headers: Mapping[str, str]) -> bytes:
         """What the engine would be given for a chat request (the token ids, multimodal
         features, sampling parameters) and the prompt those ids spell, without inference."""
+        ...
+
+    # LoRA adapters (NIM_PEFT_SOURCE); requests name them as their `model`.
+
+    @property
+    def adapters(self) -> Mapping[str, Path]:
+        """The adapters loaded: name -> directory (empty with LoRA off)."""
+        ...
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        """Load an adapter; AdapterRefusedError if it cannot be served with this model."""
+        ...
+
+    async def unload_adapter(self, name: str) -> None:
+        """New requests can no longer name it; requests in flight finish with it."""
         ...

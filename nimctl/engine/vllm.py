@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 from starlette.datastructures import Headers
 from starlette.requests import Request
 
-from nimctl.engine.base import ChatResult, EngineDeadError
+from nimctl.engine.base import AdapterRefusedError, ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
 from nimctl.profiles import BUILTIN_SCHEME, OWNED_ENGINE_ARGS, Profile
 from nimctl.settings import NimSettings
@@ -66,6 +67,7 @@ class VllmEngine:
         self._profile = profile
         self._llm: AsyncLLM | None = None
         self._chat: OpenAIServingChat | None = None
+        self._models: OpenAIServingModels | None = None  # base model and LoRA adapters
         self._validator: StrictRequestModel[ChatCompletionRequest] | None = None
         self._check_constraint: Callable[[StructuredOutputsParams], None] | None = None
         self._pin_frames = False
@@ -196,6 +198,7 @@ class VllmEngine:
             default_chat_template_kwargs=profile.default_chat_template_kwargs,
         )
         renderer.warmup()
+        self._models = models
         self._chat = OpenAIServingChat(
             self._llm,
             models,
@@ -372,7 +375,7 @@ class VllmEngine:
         with self._lock:
             self._closing = True
             llm, self._llm = self._llm, None
-        self._chat = None  # the chat layer holds the engine; let it go with it
+        self._chat = self._models = None  # they hold the engine; let them go with it
         if llm is not None:
             await self._stop_engine(llm)
         if self._ray_head:
@@ -482,6 +485,42 @@ class VllmEngine:
             raise self._nim_error(result, None)
         return cast(T, result)
 
+    # LoRA adapters: vLLM's model registry (OpenAIServingModels) loads them and maps a request's
+    # `model` to its LoRARequest, as for `vllm serve --enable-lora`.
+
+    @property
+    def adapters(self) -> Mapping[str, Path]:
+        if self._models is None:
+            return {}
+        return {name: Path(r.lora_path) for name, r in self._models.lora_requests.items()}
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        assert self._models is not None and self._error_response_type is not None
+        request = LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path))
+        result = await self._models.load_lora_adapter(request, self.served_model_name)
+        if isinstance(result, self._error_response_type):
+            raise AdapterRefusedError(adapter_refusal(result.error.message))
+
+    async def unload_adapter(self, name: str) -> None:
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        # Not engine.remove_lora: a request in flight may still need the weights, and vLLM's
+        # LRU cache (NIM_MAX_CPU_LORAS) evicts them when it needs the room, as `vllm serve` does.
+        assert self._models is not None
+        await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+
+
+# How vLLM 0.32 wraps an exception raised by a worker in an engine-core utility call.
+_WORKER_ERROR = re.compile(r"Worker failed with error '(.*)', please check", re.DOTALL)
+
+
+def adapter_refusal(message: str) -> str:
+    """The worker's reason from vLLM's message for a refused adapter, on one line."""
+    found = _WORKER_ERROR.search(message)
+    return " ".join((found.group(1) if found else message).split())
+
 
 def _video_loader_ignores_num_frames(model_config: ModelConfig) -> bool:
     """Whether vLLM loads this model's videos with its Qwen3-VL loader (Qwen3-VL, Qwen3.5).
@@ -548,8 +587,13 @@ def validate_parsers(profile: Profile) -> None:
 
 def check_engine_config(profile: Profile, settings: NimSettings) -> None:
     """What `serve` would refuse once vLLM is loaded, checked without starting anything: the
-    parsers, the profile's engine arguments and NIM_PASSTHROUGH_ARGS (ConfigError)."""
+    parsers, the profile's engine arguments, NIM_PASSTHROUGH_ARGS and NIM_PEFT_SOURCE
+    (ConfigError)."""
     validate_parsers(profile)
+    if settings.peft_source is not None:
+        from nimctl.adapters import require_directory
+
+        require_directory(settings.peft_source.expanduser())
     build_engine_args(profile, settings, profile.model)
 
 
@@ -578,6 +622,7 @@ def build_engine_args(profile: Profile, settings: NimSettings, model: str) -> As
         "allowed_media_domains": [MEDIA_FENCE_DOMAIN],
         "enable_log_requests": not settings.disable_log_requests,
         "disable_log_stats": False,  # the Prometheus series come from the stat loggers
+        "enable_lora": settings.peft_source is not None,
     }
     kwargs.update(parse_passthrough_args(settings.passthrough_args))
     if not profile.hardware.gpus and "enable_chunked_prefill" not in kwargs:

@@ -47,6 +47,7 @@ OWNED_ENGINE_ARGS = {
     "chat_template": "the profile's chat_template or NIM_CHAT_TEMPLATE",
     "allowed_media_domains": "NIM_MEDIA_ALLOWLIST (nimctl fetches media)",
     "allowed_local_media_path": "NIM_MEDIA_LOCAL_PATH (nimctl reads media)",
+    "enable_lora": "NIM_PEFT_SOURCE (nimctl loads the adapters)",
 }
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from nimctl.engine.base import ChatResult, EngineDeadError
+from nimctl.engine.base import AdapterRefusedError, ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, NotFoundError
 from nimctl.validation import StrictRequestModel
 
@@ -82,6 +82,8 @@ class FakeEngine:
         self._tokenize_prompt = StrictRequestModel(FakeTokenizePrompt)
         self._tokenize_chat = StrictRequestModel(FakeTokenizeChat)
         self._detokenize = StrictRequestModel(FakeDetokenize)
+        self._adapters: dict[str, Path] = {}
+        self.max_lora_rank = 8
 
     @property
     def served_model_name(self) -> str:
@@ -105,7 +107,7 @@ class FakeEngine:
         return payload
 
     async def chat(self, request: dict[str, Any], headers: Mapping[str, str]) -> ChatResult:
-        if request.get("model", self._name) != self._name:
+        if request.get("model", self._name) not in (self._name, *self._adapters):
             raise NotFoundError(f"The model `{request['model']}` does not exist.", param="model")
         self.requests.append(request)
         self.running += 1
@@ -142,6 +144,27 @@ class FakeEngine:
 
     async def shutdown(self) -> None:
         self.shut_down = True
+
+    # LoRA adapters: refused as vLLM refuses them at load, for a broken config or a rank above
+    # max_lora_rank.
+
+    @property
+    def adapters(self) -> Mapping[str, Path]:
+        return dict(self._adapters)
+
+    async def load_adapter(self, name: str, path: Path) -> None:
+        try:
+            rank = json.loads((path / "adapter_config.json").read_text())["r"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise AdapterRefusedError(f"unreadable adapter_config.json: {exc}") from None
+        if rank > self.max_lora_rank:
+            raise AdapterRefusedError(
+                f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}."
+            )
+        self._adapters[name] = path
+
+    async def unload_adapter(self, name: str) -> None:
+        self._adapters.pop(name, None)
 
     # --- token routes ---------------------------------------------------------------------------
 

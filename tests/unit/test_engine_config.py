@@ -23,7 +23,7 @@ from nimctl.engine.vllm import (
     validate_parsers,
 )
 from nimctl.errors import ConfigError
-from nimctl.profiles import ProfileStore, apply_settings, builtin_profiles_dir
+from nimctl.profiles import Profile, ProfileStore, apply_settings, builtin_profiles_dir
 from nimctl.settings import GuidedDecodingBackend, NimSettings
 
 
@@ -108,6 +108,43 @@ def test_bad_passthrough_args_name_the_variable(value, fragment):
     with pytest.raises(ConfigError) as info:
         parse_passthrough_args(value)
     assert "NIM_PASSTHROUGH_ARGS" in str(info.value) and fragment in str(info.value)
+
+
+def test_peft_source_turns_lora_on_with_its_limits(store, tmp_path):
+    off = build_engine_args(store.get("tiny"), NimSettings(), "/m")
+    assert off.enable_lora is False
+    settings = NimSettings(peft_source=tmp_path, max_loras=2, max_cpu_loras=4, max_lora_rank=16)
+    on = build_engine_args(apply_settings(store.get("tiny"), settings), settings, "/m")
+    assert (on.enable_lora, on.max_loras, on.max_cpu_loras, on.max_lora_rank) == (True, 2, 4, 16)
+
+
+def test_check_refuses_a_peft_source_that_is_no_directory(store, tmp_path):
+    from nimctl.engine.vllm import check_engine_config
+
+    settings = NimSettings(peft_source=tmp_path / "absent")
+    with pytest.raises(ConfigError, match="invalid NIM_PEFT_SOURCE=.*absent.*no such directory"):
+        check_engine_config(apply_settings(store.get("tiny"), settings), settings)
+    check_engine_config(store.get("tiny"), NimSettings(peft_source=tmp_path))
+
+
+def test_enable_lora_is_nimctls_to_set(store):
+    with pytest.raises(ConfigError, match="--enable-lora is set through NIM_PEFT_SOURCE"):
+        parse_passthrough_args("--enable-lora")
+    with pytest.raises(ValueError, match="engine_args.enable_lora is set through NIM_PEFT_SOURCE"):
+        Profile.model_validate(
+            {**store.get("tiny").model_dump(), "engine_args": {"enable_lora": True}}
+        )
+
+
+def test_vllm_reasons_for_a_refused_adapter_on_one_line():
+    from nimctl.engine.vllm import adapter_refusal
+
+    wrapped = (
+        "Call to add_lora method failed: Worker failed with error 'LoRA rank 16 is greater "
+        "than max_lora_rank 8.', please check the stack trace above for the root cause"
+    )
+    assert adapter_refusal(wrapped) == "LoRA rank 16 is greater than max_lora_rank 8."
+    assert adapter_refusal("The lora adapter 'x'\n conflicts") == "The lora adapter 'x' conflicts"
 
 
 def test_unknown_tool_parser_lists_the_valid_ones(store):

@@ -311,6 +311,8 @@ def test_every_setting_that_feeds_an_engine_argument_reaches_it(store):
     }
     direct = {f: a for f, a in engine_arg_settings().items() if f not in Profile.model_fields}
     assert set(direct) == set(values)  # a new such setting needs a value here
-    applied = apply_settings(store.get("tiny"), NimSettings(**values)).engine_args
+    # The LoRA limits need LoRA on (NIM_PEFT_SOURCE), which is not an engine argument itself.
+    settings = NimSettings(**values, peft_source="/adapters")
+    applied = apply_settings(store.get("tiny"), settings).engine_args
     for field, arg in direct.items():
         assert applied[arg] == values[field], field

@@ -86,6 +86,17 @@ def test_invalid_value_is_one_line_naming_variable(monkeypatch, var, value, expe
     assert expected in message
 
 
+@pytest.mark.parametrize(
+    "var", ["NIM_MAX_LORA_RANK", "NIM_MAX_LORAS", "NIM_MAX_CPU_LORAS", "NIM_PEFT_REFRESH_INTERVAL"]
+)
+def test_lora_settings_need_a_peft_source(monkeypatch, tmp_path, var):
+    monkeypatch.setenv(var, "8")
+    with pytest.raises(ConfigError, match=f"{var} applies only to LoRA.*NIM_PEFT_SOURCE"):
+        load_settings()
+    monkeypatch.setenv("NIM_PEFT_SOURCE", str(tmp_path))
+    assert load_settings().peft_source == tmp_path
+
+
 def test_invalid_cli_value_names_the_flag():
     with pytest.raises(ConfigError, match=r"--server-port=0"):
         load_settings(server_port=0)
