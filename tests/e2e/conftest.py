@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.media import image_bytes, image_data_url
 from tests.support.server import Server, start_server
+from tests.support.sharing import Sharing, start_sharing_server
 from tests.support.tiny import TINY_MEDIA_ENV
 
 
@@ -26,6 +27,18 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, media_root: Path) -> I
         "tiny", log, env={**TINY_MEDIA_ENV, "NIM_MEDIA_LOCAL_PATH": str(media_root)}
     )
     yield server
+    code = server.stop()
+    assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
+    """One tiny-profile server with LoRA adapters and queue limits, for the modules on sharing
+    a replica (tests/support/sharing.py)."""
+    adapters = tmp_path_factory.mktemp("peft-source")
+    log = tmp_path_factory.mktemp("sharing") / "nimctl.log"
+    server = start_sharing_server(adapters, log)
+    yield Sharing(server, adapters)
     code = server.stop()
     assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
 

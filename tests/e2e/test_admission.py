@@ -1,4 +1,5 @@
-"""Admission control on the real server: a burst against NIM_MAX_QUEUED_REQUESTS=2."""
+"""Admission control on the real server (the session's sharing server): a burst against
+NIM_MAX_QUEUED_REQUESTS=2."""
 
 from __future__ import annotations
 
@@ -7,14 +8,20 @@ import re
 import threading
 
 import httpx
+import pytest
 
 from tests.support.errors import assert_error_shape
+from tests.support.server import Server
+from tests.support.sharing import QUEUE_LIMIT, Sharing
 from tests.support.tiny import TINY_MODEL
 from tests.support.waiting import metric, wait_for
 
-PROFILE = "tiny"
-LIMIT = 2
-ENV = {"NIM_MAX_QUEUED_REQUESTS": str(LIMIT), "NIM_MAX_QUEUED_TOKENS": "100000"}
+LIMIT = QUEUE_LIMIT
+
+
+@pytest.fixture
+def twin(sharing: Sharing) -> Server:
+    return sharing.server
 
 
 def _body(max_tokens: int, stream: bool = True) -> dict[str, object]:

