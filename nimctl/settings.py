@@ -93,6 +93,15 @@ class NimSettings(BaseSettings):
         "`vllm/`, `models/`). The container sets `/opt/nim/.cache`, as NIM does; mount a volume "
         "there.",
     )
+    disable_model_download: bool = _field(
+        False,
+        GROUPS[0],
+        "Never fetch weights: `serve` first checks that the cache holds every file the "
+        "profile loads (a missing one stops it at once, named, with the `nimctl download` "
+        "command that fetches it) and starts vLLM with `HF_HUB_OFFLINE=1`. For air-gapped "
+        "nodes and pods whose cache a `nimctl download` Job filled. A complete cache is used "
+        "offline even without it.",
+    )
     profiles_path: Path | None = _field(
         None,
         GROUPS[0],
