@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
     k8s.add_argument("--values", type=Path, help="YAML merged over nimctl/k8s/values.yaml")
     k8s.add_argument("--release", help="object names (default: the profile name as a DNS label)")
     k8s.add_argument("--namespace", help="namespace of every object (default: kubectl's)")
+    k8s.add_argument(
+        "--download-job",
+        action="store_true",
+        help="also a Job that fills the cache claim with `nimctl download`; the serving pods "
+        "then start offline (NIM_DISABLE_MODEL_DOWNLOAD=1)",
+    )
     k8s.set_defaults(func=_k8s)
 
     doc = sub.add_parser("config-doc", help="the NIM_* settings tables of the documentation")
@@ -357,6 +363,7 @@ def _k8s(args: argparse.Namespace) -> int:
         load_values(args.values),
         release=args.release,
         namespace=args.namespace,
+        download_job=args.download_job,
     )
     print(dump_yaml(objects), end="")
     return 0

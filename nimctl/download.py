@@ -262,6 +262,11 @@ def _fetch(
         stop.set()
         reporter.join()
     say(meter.line(final=True))
+    # The branch -> commit record huggingface_hub keeps, so that other tools given the repo id
+    # (`HF_HUB_OFFLINE=1 vllm serve <repo>`) find this snapshot too.
+    ref = cache / _storage_name(model.repo_id) / "refs" / model.revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit, encoding="utf-8")
     _write_json(
         manifest_path(settings, model),
         {
