@@ -34,11 +34,12 @@ def go_offline(env: MutableMapping[str, str]) -> None:
     """No hub request from this process or vLLM's engine processes.
 
     With weights in the cache, an unreachable hub still costs time: huggingface_hub and
-    transformers ask it for metadata before trusting the cache, and with an endpoint that drops
-    packets (a firewall, not a refused connection) each question waits out its timeout
-    (HF_HUB_ETAG_TIMEOUT, 10 s). huggingface_hub reads this variable once, when first imported,
-    so it is set before anything imports it. It wins over an exported value: the cache check
-    already said the network is not needed.
+    transformers ask it about the repository before trusting the cache. Against an endpoint
+    that accepts and never answers (measured, cache complete): 13.4 s for one cached file
+    through hf_hub_download (HF_HUB_ETAG_TIMEOUT), and transformers' AutoConfig still waiting
+    after 11 minutes in HfApi.model_info, which it calls with no timeout. huggingface_hub reads
+    this variable once, when first imported, so it is set before anything imports it. It wins
+    over an exported value: the cache check already said the network is not needed.
     """
     env["HF_HUB_OFFLINE"] = "1"
 
