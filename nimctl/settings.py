@@ -90,8 +90,8 @@ class NimSettings(BaseSettings):
         Path("~/.cache/nim"),
         GROUPS[0],
         "Where models are downloaded or generated and vLLM keeps its caches (`huggingface/`, "
-        "`vllm/`, `models/`). The container sets `/opt/nim/.cache`, as NIM does; mount a volume "
-        "there.",
+        "`vllm/`, `models/`, and `downloads/`, the file lists `nimctl download` writes). The "
+        "container sets `/opt/nim/.cache`, as NIM does; mount a volume there.",
     )
     disable_model_download: bool = _field(
         False,

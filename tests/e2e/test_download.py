@@ -105,6 +105,8 @@ def test_download_fetches_the_profiles_files_with_the_token(
         "Bearer hf_fake_token"
     }
     assert "done: 1.1 MiB / 1.1 MiB (100%)" in done.stderr
+    # huggingface_hub's own record of the branch, for tools given the repo id.
+    assert (snapshot.parents[1] / "refs" / "main").read_text() == snapshot.name
 
 
 def test_a_dropped_connection_is_resumed_with_a_range_request(
