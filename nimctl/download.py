@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -239,7 +239,8 @@ def _fetch(
         ]
     except Exception as exc:  # huggingface_hub's errors, httpx's, OSError: all end the run
         raise DownloadError(f"{model.repo_id}@{model.revision}: {_cause(exc)}") from exc
-    assert commit is not None  # the Hub always answers a revision with its commit
+    if commit is None:  # the Hub always names the commit; a proxy or mirror might not
+        raise DownloadError(f"{model.repo_id}@{model.revision}: the hub named no commit")
     listing = {f.path: f.size for f in tree if files.wanted(f.path)}
     if not listing:
         raise DownloadError(
@@ -250,7 +251,7 @@ def _fetch(
         f"{model.repo_id}@{model.revision} (commit {commit[:12]}): {len(listing)} files, "
         f"{_size(total)} into {cache}"
     )
-    meter = _Meter(cache / _storage_name(model.repo_id), listing, total)
+    meter = _Meter(cache / _storage_name(model.repo_id), commit, listing, total)
     stop = threading.Event()
     reporter = threading.Thread(
         target=meter.run, args=(stop, interval, say), name="download-progress", daemon=True
@@ -311,20 +312,16 @@ class _Meter:
     huggingface_hub's `.incomplete` blobs. Reading the disk rather than hooking progress bars
     keeps the numbers right across retries and threads."""
 
-    def __init__(self, storage: Path, sizes: Mapping[str, int], total: int) -> None:
+    def __init__(self, storage: Path, commit: str, sizes: Mapping[str, int], total: int) -> None:
         self._storage = storage
+        self._snapshot = storage / "snapshots" / commit
         self._sizes = sizes
         self._total = total
         self._began = time.monotonic()
         self._start = self.done()
 
     def done(self) -> int:
-        complete = 0
-        for snapshot in _dirs(self._storage / "snapshots"):
-            complete = max(
-                complete,
-                sum(n for p, n in self._sizes.items() if (snapshot / p).is_file()),
-            )
+        complete = sum(n for p, n in self._sizes.items() if (self._snapshot / p).is_file())
         partial = sum(_file_size(p) for p in (self._storage / "blobs").glob("*.incomplete"))
         return min(complete + partial, self._total)
 
@@ -343,10 +340,6 @@ class _Meter:
     def run(self, stop: threading.Event, interval: float, say: Callable[[str], None]) -> None:
         while not stop.wait(interval):
             say(self.line())
-
-
-def _dirs(path: Path) -> Iterable[Path]:
-    return (p for p in path.iterdir() if p.is_dir()) if path.is_dir() else ()
 
 
 def _has(path: Path, size: int) -> bool:

@@ -195,7 +195,7 @@ def test_progress_reports_bytes_rate_and_eta(tmp_path):
     storage = tmp_path / "models--org--model"
     (storage / "snapshots" / COMMIT).mkdir(parents=True)
     (storage / "blobs").mkdir()
-    meter = _Meter(storage, {"a.safetensors": 3 * 2**20, "config.json": 2**20}, 4 * 2**20)
+    meter = _Meter(storage, COMMIT, {"a.safetensors": 3 * 2**20, "config.json": 2**20}, 4 * 2**20)
     assert meter.line().startswith("downloading: 0 B / 4.0 MiB (0%), 0 B/s")
     (storage / "snapshots" / COMMIT / "config.json").write_bytes(b"x" * 2**20)
     (storage / "blobs" / "abc.1234.incomplete").write_bytes(b"x" * 2**20)
