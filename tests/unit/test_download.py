@@ -14,6 +14,7 @@ from nimctl.cli import main
 from nimctl.download import (
     Files,
     HubModel,
+    Outcome,
     _Meter,
     cached_snapshot,
     hub_model,
@@ -221,3 +222,22 @@ def test_check_says_where_the_weights_come_from(store, tmp_path, monkeypatch, ca
     monkeypatch.setenv("NIM_DISABLE_MODEL_DOWNLOAD", "1")
     assert main(["check", "--profile", "hubby"]) == 2
     assert "nimctl download --profile hubby" in capsys.readouterr().err
+
+
+def test_download_all_fetches_each_hub_repository_once(store, tmp_path, monkeypatch):
+    fetched: list[str] = []
+
+    def record(profile, settings):
+        fetched.append(profile.name)
+        return Outcome(tmp_path, 0, 0)
+
+    monkeypatch.setattr("nimctl.download.download", record)
+    monkeypatch.setenv("NIM_CACHE_PATH", str(tmp_path))
+    assert main(["download", "--all"]) == 0
+    # No twin (generated), and the 2-node Mistral Large 3 shares its repository and files.
+    assert fetched == [
+        "llama-3.1-nemotron-nano-vl-8b-v1",
+        "mistral-large-3-675b-instruct-2512",
+        "mistral-small-4-119b-2603",
+        "qwen3.5-397b-a17b",
+    ]
