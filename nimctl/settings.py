@@ -96,8 +96,17 @@ class NimSettings(BaseSettings):
         Path("~/.cache/nim"),
         GROUPS[0],
         "Where models are downloaded or generated and vLLM keeps its caches (`huggingface/`, "
-        "`vllm/`, `models/`). The container sets `/opt/nim/.cache`, as NIM does; mount a volume "
-        "there.",
+        "`vllm/`, `models/`, and `downloads/`, the file lists `nimctl download` writes). The "
+        "container sets `/opt/nim/.cache`, as NIM does; mount a volume there.",
+    )
+    disable_model_download: bool = _field(
+        False,
+        GROUPS[0],
+        "Never fetch weights: `serve` first checks that the cache holds every file the "
+        "profile loads (a missing one stops it at once, named, with the `nimctl download` "
+        "command that fetches it) and starts vLLM with `HF_HUB_OFFLINE=1`. For air-gapped "
+        "nodes and pods whose cache a `nimctl download` Job filled. A complete cache is used "
+        "offline even without it.",
     )
     profiles_path: Path | None = _field(
         None,

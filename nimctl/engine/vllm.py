@@ -567,7 +567,11 @@ def resolve_model_source(profile: Profile, settings: NimSettings) -> str:
         if not local.is_dir():
             raise ConfigError(f"invalid NIM_MODEL_PATH={profile.model!r}: no such directory")
         return str(local.resolve())
-    return profile.model
+    from nimctl.download import cached_snapshot
+
+    # A complete download is loaded as the directory it is: vLLM never asks the hub.
+    snapshot = cached_snapshot(profile, settings)
+    return profile.model if snapshot is None else str(snapshot)
 
 
 def validate_parsers(profile: Profile) -> None:

@@ -18,6 +18,7 @@ from nimctl.k8s.pod import (
     cache_size,
     check_values,
     container_env,
+    download_container,
     main_container,
     pod_spec,
     port_of,
@@ -33,6 +34,13 @@ APP_NAME = "nimctl"
 PROFILE_LABEL = "nimctl.dev/profile"
 PROFILE_ID_ANNOTATION = "nimctl.dev/profile-id"
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+DOWNLOAD_APP_NAME = f"{APP_NAME}-download"
+DOWNLOAD_SUFFIX = "-download"
+# A failed download pod is replaced this many times; each fetches only what is still missing.
+DOWNLOAD_JOB_RETRIES = 4
+# Set on the serving pods when the Job is rendered: they start from the cache the Job fills.
+DISABLE_DOWNLOAD = "NIM_DISABLE_MODEL_DOWNLOAD"
 # The label LeaderWorkerSet gives every pod of a group: "0" is the leader.
 LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 # Appended to the release: LeaderWorkerSet creates a headless Service named after itself (the
@@ -61,6 +69,7 @@ def render_manifests(
     *,
     release: str | None = None,
     namespace: str | None = None,
+    download_job: bool = False,
 ) -> list[dict[str, Any]]:
     """Deployment, Service, PVC, ServiceMonitor and HPA for one profile, as Kubernetes objects.
 
@@ -68,11 +77,16 @@ def render_manifests(
     the Deployment. `values` is complete, as load_values returns it (merging again over the
     defaults would bring back keys the user deleted with null). `release` names every object
     (default: from the profile name); `namespace` None leaves the namespace to kubectl.
+    `download_job`: also a Job (<release>-download) that fills the cache claim with
+    `nimctl download`, and the serving pods start offline (NIM_DISABLE_MODEL_DOWNLOAD=1).
     """
     spec = validate_values(values)
     release = release or default_release(profile)
     _check_names(profile, release, namespace)
-    env = container_env(spec, profile, profile_id)
+    job_env = container_env(spec, profile, profile_id)
+    env = job_env
+    if download_job and DISABLE_DOWNLOAD not in spec.env:
+        env = [*job_env, {"name": DISABLE_DOWNLOAD, "value": "1"}]
     # The pods' own settings and profile, validated as `nimctl serve` will in each of them.
     settings = settings_for_pod({e["name"]: e["value"] for e in env if "value" in e})
     try:
@@ -98,6 +112,8 @@ def render_manifests(
         objects.append(_service_monitor(spec, profile, release, namespace))
     if spec.autoscaling.enabled:
         objects.append(_autoscaler(spec, profile, release, namespace, workload))
+    if download_job:
+        objects.append(_download_job(spec, profile, release, namespace, job_env, nodes))
     return objects
 
 
@@ -274,6 +290,74 @@ def _leader_worker_set(
         "kind": "LeaderWorkerSet",
         "metadata": _metadata(lws_name(release), namespace, labels, id_annotation),
         "spec": lws_spec,
+    }
+
+
+# Serving settings that name files the Job does not mount (the key Secret, TLS files), which
+# `nimctl download` would refuse to start without; a download needs none of them.
+SERVING_ONLY_ENV = frozenset(
+    {
+        "NIM_API_KEY",
+        "NIM_API_KEY_FILE",
+        "NIM_SSL_MODE",
+        "NIM_SSL_KEY_PATH",
+        "NIM_SSL_CERT_PATH",
+        "NIM_SSL_CA_CERTS_PATH",
+    }
+)
+
+
+def download_job_name(release: str) -> str:
+    return f"{release}{DOWNLOAD_SUFFIX}"
+
+
+def _download_job(
+    spec: Values,
+    profile: Profile,
+    release: str,
+    namespace: str | None,
+    env: list[dict[str, Any]],
+    nodes: int,
+) -> dict[str, Any]:
+    """`nimctl download` of the profile the pods serve, in their image, onto their cache claim.
+
+    The serving pods' own environment (the profile pinned by NIM_MODEL_PROFILE, NIM_MODEL_PATH,
+    HF_TOKEN from secretEnv...) but SERVING_ONLY_ENV, so the Job fetches exactly what they will
+    look for. A failed
+    attempt is retried in a new pod, which fetches only the files still missing.
+    """
+    persistence = spec.persistence
+    if not persistence.enabled or _per_pod_cache(spec, nodes):
+        raise ConfigError(
+            "--download-job needs one cache claim the Job and the serving pods share: "
+            "persistence.enabled true, and for a multi-node profile persistence.accessMode "
+            "ReadWriteMany or persistence.existingClaim"
+        )
+    # Not the serving pods' selector: neither the Service nor the Deployment may take this pod.
+    labels = {
+        **_labels(profile, release),
+        "app.kubernetes.io/name": DOWNLOAD_APP_NAME,
+        COMPONENT_LABEL: "download",
+    }
+    env = [e for e in env if e["name"] not in SERVING_ONLY_ENV]
+    selected = next(e["value"] for e in env if e["name"] == "NIM_MODEL_PROFILE")
+    pod = pod_spec(
+        spec,
+        profile,
+        download_container(spec, env, selected),
+        0,
+        _cache_source(spec, profile, release, nodes),
+    )
+    pod["restartPolicy"] = "Never"
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] == "cache"]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(download_job_name(release), namespace, labels),
+        "spec": {
+            "backoffLimit": DOWNLOAD_JOB_RETRIES,
+            "template": {"metadata": {"labels": {**spec.podLabels, **labels}}, "spec": pod},
+        },
     }
 
 

@@ -144,6 +144,26 @@ def worker_container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict
     return container
 
 
+def download_container(spec: Values, env: list[dict[str, Any]], profile: str) -> dict[str, Any]:
+    """`nimctl download` in the serving image: the cache volume only, no GPU, no port.
+
+    The CPU resources of the values apply (a download needs a core and little memory, not the
+    serving pod's GPUs); customCommand and customArgs are for `nimctl serve`.
+    """
+    container = _image_fields(spec)
+    container["command"] = ["nimctl", "download", "--profile", profile]
+    container["env"] = env
+    resources = _resources(spec, 0)
+    if resources:
+        container["resources"] = resources
+    container["volumeMounts"] = [
+        {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
+    ]
+    if spec.containerSecurityContext:
+        container["securityContext"] = dict(spec.containerSecurityContext)
+    return container
+
+
 def _image_fields(spec: Values) -> dict[str, Any]:
     return {
         "name": CONTAINER_NAME,

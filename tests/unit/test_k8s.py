@@ -29,6 +29,7 @@ from nimctl.k8s import (
     claim_name,
     default_release,
     default_values_path,
+    download_job_name,
     dump_yaml,
     load_values,
     lws_name,
@@ -1074,3 +1075,90 @@ def test_api_key_secret_is_mounted_as_the_key_file(store):
         pod = lws["spec"]["leaderWorkerTemplate"][role]["spec"]
         assert volume in pod["volumes"]
         assert mount in pod["containers"][0]["volumeMounts"]
+
+
+# --- the download Job ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["tiny", QWEN])
+def test_download_job_fills_the_serving_pods_cache_claim(store, name):
+    secret = {"secretEnv": {"HF_TOKEN": {"secretName": "hf-token", "key": "token"}}}
+    objects = render(store, name, secret, namespace="models", download_job=True)
+    release = default_release(store.get(name))
+    job = objects["Job"]
+    assert job["apiVersion"] == "batch/v1"
+    assert job["metadata"]["name"] == download_job_name(release) == f"{release}-download"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["image"] == container_of(objects)["image"]
+    profile_id = store.id_of(store.get(name))
+    assert container["command"] == ["nimctl", "download", "--profile", profile_id]
+    # The same claim at the same path as the serving pod, and nothing else.
+    assert pod["volumes"] == [v for v in pod_of(objects)["volumes"] if v["name"] == "cache"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim_name(release)
+    assert container["volumeMounts"] == [
+        m for m in container_of(objects)["volumeMounts"] if m["name"] == "cache"
+    ]
+    assert GPU_RESOURCE not in str(container.get("resources"))
+    assert "tolerations" not in pod
+    # The serving pods' environment, the token from its Secret; they alone start offline.
+    job_env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    serving_env = env_of(objects)
+    assert serving_env.pop("NIM_DISABLE_MODEL_DOWNLOAD") == "1"
+    assert job_env == serving_env
+    assert job_env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+    # Neither the Deployment nor the Service may take the Job's pod as one of theirs.
+    selector = objects["Deployment"]["spec"]["selector"]["matchLabels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= labels.items()
+    assert not objects["Service"]["spec"]["selector"].items() <= labels.items()
+    for version in K8S_VERSIONS:
+        validate(job, version)
+        validate(objects["Deployment"], version)
+
+
+def test_download_job_leaves_out_what_names_files_it_does_not_mount(store):
+    values = {
+        "apiKeySecret": {"secretName": "nimctl-api-keys", "key": "keys"},
+        "env": {"NIM_SSL_MODE": "TLS", "NIM_SSL_KEY_PATH": "/tls/key", "NIM_SSL_CERT_PATH": "/c"},
+    }
+    objects = render(store, "tiny", values, download_job=True)
+    (container,) = objects["Job"]["spec"]["template"]["spec"]["containers"]
+    names = {e["name"] for e in container["env"]}
+    assert "NIM_API_KEY_FILE" in env_of(objects) and "NIM_SSL_MODE" in env_of(objects)
+    assert not names & {"NIM_API_KEY_FILE", "NIM_SSL_MODE", "NIM_SSL_KEY_PATH"}
+    assert "NIM_MODEL_PROFILE" in names
+
+
+def test_without_the_download_job_pods_may_download(store):
+    objects = render(store, QWEN)
+    assert "Job" not in objects
+    assert "NIM_DISABLE_MODEL_DOWNLOAD" not in env_of(objects)
+
+
+def test_download_job_keeps_a_disable_download_value_from_the_values(store):
+    objects = render(store, QWEN, {"env": {"NIM_DISABLE_MODEL_DOWNLOAD": "0"}}, download_job=True)
+    assert env_of(objects)["NIM_DISABLE_MODEL_DOWNLOAD"] == "0"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"persistence": {"enabled": False}}, TWO_NODES],
+    ids=["no-claim", "a-claim-per-pod"],
+)
+def test_download_job_needs_a_shared_claim(store, values):
+    with pytest.raises(ConfigError, match="--download-job needs one cache claim"):
+        render(store, MISTRAL, values, download_job=True)
+
+
+def test_download_job_for_a_multi_node_profile_on_a_shared_claim(store):
+    values = {**TWO_NODES, "persistence": {"accessMode": "ReadWriteMany"}}
+    objects = render(store, MISTRAL, values, download_job=True)
+    pod = objects["Job"]["spec"]["template"]["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": objects["PersistentVolumeClaim"]["metadata"]["name"]
+    }
+    assert env_of(objects, "leader")["NIM_DISABLE_MODEL_DOWNLOAD"] == "1"
+    for version in K8S_VERSIONS:
+        validate(objects["Job"], version)

@@ -1,0 +1,241 @@
+"""A local stand-in for the Hugging Face Hub's file API, enough for huggingface_hub 2.4's
+`snapshot_download` of one model repository (point `HF_ENDPOINT` at it).
+
+Answers what huggingface_hub asks, as the Hub answers it:
+- `GET /api/models/{repo}/revision/{rev}`: the commit (`sha`) and `siblings`;
+- `GET /api/models/{repo}/tree/{rev}`: the recursive file listing (path, size, oid, lfs);
+- `HEAD|GET /{repo}/resolve/{rev}/{file}`: `X-Repo-Commit` and `ETag` always; small files
+  answered directly (`Content-Length`), weights (`*.safetensors`, LFS on the Hub) redirected to a
+  "CDN" path with `Location`, `X-Linked-Etag` and `X-Linked-Size`, as the Hub does;
+- `GET /cdn/{sha256}`: the bytes, honouring `Range: bytes=N-` with 206.
+
+Faults for the tests: `drop_once[file] = n` sends the full `Content-Length` but closes the
+connection after `n` body bytes, once; `refuse` holds files whose bytes are answered 404.
+Every request is recorded (method, path, Range, Authorization).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LFS_SUFFIXES = (".safetensors",)
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    range: str | None
+    authorization: str | None
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    data: bytes
+
+    @property
+    def lfs(self) -> bool:
+        return self.path.endswith(LFS_SUFFIXES)
+
+    @property
+    def git_oid(self) -> str:
+        return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
+class FakeHub:
+    repo_id: str
+    files: dict[str, RepoFile]
+    drop_once: dict[str, int] = field(default_factory=dict)
+    refuse: set[str] = field(default_factory=set)
+    seen: list[Seen] = field(default_factory=list)
+    url: str = ""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def of_directory(cls, repo_id: str, directory: Path) -> FakeHub:
+        files = {
+            p.relative_to(directory).as_posix(): RepoFile(
+                p.relative_to(directory).as_posix(), p.read_bytes()
+            )
+            for p in sorted(directory.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")
+        }
+        return cls(repo_id, files)
+
+    def record(self, seen: Seen) -> None:
+        with self._lock:
+            self.seen.append(seen)
+
+    def gets(self, name: str, since: int = 0) -> list[Seen]:
+        """The GETs (from request number `since` on) that carried `name`'s bytes: its CDN blob
+        if LFS, else its resolve URL."""
+        file = self.files[name]
+        resolve = f"/{self.repo_id}/resolve/"
+
+        def carried(s: Seen) -> bool:
+            if file.lfs:
+                return s.path == f"/cdn/{file.sha256}"
+            return s.path.startswith(resolve) and s.path.endswith(f"/{name}")
+
+        return [s for s in self.seen[since:] if s.method == "GET" and carried(s)]
+
+    def take_drop(self, name: str) -> int | None:
+        with self._lock:
+            return self.drop_once.pop(name, None)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the tests read `seen`, not a log."""
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def _answer(self, *, body: bool) -> None:
+        hub = self.server.hub
+        path = unquote(urlsplit(self.path).path)
+        hub.record(
+            Seen(
+                self.command,
+                path,
+                self.headers.get("Range"),
+                self.headers.get("Authorization"),
+            )
+        )
+        api = re.fullmatch(rf"/api/models/{re.escape(hub.repo_id)}/(revision|tree)/([^/]+)", path)
+        resolve = re.fullmatch(rf"/{re.escape(hub.repo_id)}/resolve/([^/]+)/(.+)", path)
+        cdn = re.fullmatch(r"/cdn/([0-9a-f]{64})", path)
+        if api and api.group(1) == "revision":
+            siblings = [{"rfilename": name} for name in hub.files]
+            self._json({"id": hub.repo_id, "sha": COMMIT, "private": False, "siblings": siblings})
+        elif api:
+            self._json(
+                [
+                    {
+                        "type": "file",
+                        "path": f.path,
+                        "size": len(f.data),
+                        "oid": f.git_oid,
+                        **(
+                            {"lfs": {"oid": f.sha256, "size": len(f.data), "pointerSize": 134}}
+                            if f.lfs
+                            else {}
+                        ),
+                    }
+                    for f in hub.files.values()
+                ]
+            )
+        elif resolve and resolve.group(2) in hub.files:
+            self._resolve(hub.files[resolve.group(2)], body)
+        elif cdn and (match := [f for f in hub.files.values() if f.sha256 == cdn.group(1)]):
+            self._bytes(match[0], body)
+        else:
+            self._status(404, {"X-Error-Code": "EntryNotFound"})
+
+    def _resolve(self, file: RepoFile, body: bool) -> None:
+        if not file.lfs:
+            self._bytes(file, body)
+            return
+        host = self.headers.get("Host", "127.0.0.1")
+        self._status(
+            302,
+            {
+                "Location": f"http://{host}/cdn/{file.sha256}",
+                "X-Repo-Commit": COMMIT,
+                "ETag": f'"{file.git_oid}"',
+                "X-Linked-Etag": f'"{file.sha256}"',
+                "X-Linked-Size": str(len(file.data)),
+            },
+        )
+
+    def _bytes(self, file: RepoFile, body: bool) -> None:
+        if body and file.path in self.server.hub.refuse:
+            self._status(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
+            return
+        start = 0
+        wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if wanted:
+            start = int(wanted.group(1))
+        data = file.data[start:]
+        self.send_response(206 if wanted else 200)
+        self.send_header("Content-Length", str(len(data)))
+        if wanted:
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(file.data) - 1}/{len(file.data)}"
+            )
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("ETag", f'"{file.sha256 if file.lfs else file.git_oid}"')
+        self.end_headers()
+        if not body:
+            return
+        cut = self.server.hub.take_drop(file.path)
+        if cut is None:
+            self.wfile.write(data)
+            return
+        # The promised length, then silence: the client sees the connection end mid-body.
+        self.wfile.write(data[:cut])
+        self.wfile.flush()
+        self.close_connection = True
+
+    def _json(self, content: object) -> None:
+        data = json.dumps(content).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Repo-Commit", COMMIT)
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(data)
+
+    def _status(self, code: int, headers: dict[str, str]) -> None:
+        self.send_response(code)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, hub: FakeHub) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.hub = hub
+
+
+@contextmanager
+def serving(hub: FakeHub) -> Iterator[FakeHub]:
+    """`hub` answering on 127.0.0.1 (its `url`) until the block ends."""
+    server = _Server(hub)
+    thread = threading.Thread(target=server.serve_forever, name="fake-hub", daemon=True)
+    thread.start()
+    hub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield hub
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
