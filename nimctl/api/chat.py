@@ -34,7 +34,9 @@ async def chat_completions(request: Request) -> Response:
     content = check_request(payload, state.profile)
     ticket = admit(state, payload, content)  # 429 here, before any media is fetched
     try:
-        await state.intake.resolve(payload, state.profile, content)
+        report = await state.intake.resolve(payload, state.profile, content)
+        if report is not None:
+            state.metrics.media.observe(report)
         chat_request = state.engine.parse_chat_request(payload)
         result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
     except BaseException:

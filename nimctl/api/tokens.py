@@ -78,4 +78,6 @@ async def _admit(request: Request) -> tuple[AppState, dict[str, Any]]:
 
 async def _check_messages(state: AppState, payload: dict[str, Any]) -> None:
     content = check_request(payload, state.profile)
-    await state.intake.resolve(payload, state.profile, content)
+    report = await state.intake.resolve(payload, state.profile, content)
+    if report is not None:
+        state.metrics.media.observe(report)
