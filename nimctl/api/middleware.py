@@ -96,14 +96,15 @@ class RequestIdMiddleware:
 
 class TracingMiddleware:
     """The server span of each request, current while the app answers (streams included), so
-    that the routes' spans are its children. Installed only with NIM_ENABLE_OTEL=1."""
+    that the routes' spans are its children. Installed only with NIM_ENABLE_OTEL=1. Probes and
+    scrapes (every few seconds, from the kubelet and Prometheus) are not traced: noise."""
 
     def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
         self.app = app
         self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         method = scope["method"]

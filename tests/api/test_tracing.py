@@ -149,6 +149,14 @@ async def test_a_stream_has_its_span_and_a_refusal_is_recorded(traced, receiver)
     assert "engine" not in _trace(guards, failed.trace_id)
 
 
+async def test_probes_and_scrapes_are_not_traced(traced, receiver):
+    for path in ("/v1/health/live", "/v1/health/ready", "/v1/metrics", "/v1/models"):
+        assert (await traced.client.get(path)).status_code == 200
+    await traced.flushed()
+    spans = receiver.wait_for(lambda spans: any(s.name == "GET /v1/models" for s in spans), 10)
+    assert not [s for s in spans if "/health/" in s.name or "metrics" in s.name]
+
+
 def test_the_otlp_target_follows_the_otel_variables():
     assert OtlpTarget.from_environ({}) == OtlpTarget(
         "http/protobuf", "http://localhost:4318/v1/traces"
