@@ -12,8 +12,9 @@ own provider, process-wide, from `otlp_traces_endpoint`; both export to the same
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,15 @@ def tracing_from_settings(
         return None
     target = prepare_engine_tracing(environ)
     return Tracing.to_otlp(target, environ)
+
+
+_NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()  # reusable, holds nothing
+
+
+def span(tracing: Tracing | None, name: str) -> AbstractContextManager[Any]:
+    """A child span of the current one, or, with tracing off, a context that does nothing
+    (about 0.2 us: no branch per traced step in the routes)."""
+    return _NO_SPAN if tracing is None else tracing.span(name)
 
 
 class Tracing:
