@@ -173,6 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nimctl.api import create_app
     from nimctl.engine.vllm import VllmEngine  # vllm itself is imported later, off the loop
     from nimctl.server import serve
+    from nimctl.tracing import tracing_from_settings
 
     app = create_app(
         settings,
@@ -180,6 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
         VllmEngine(settings, profile),
         profile_id=config.profile_id,
         on_ready=freeze_startup_heap,
+        tracing=tracing_from_settings(settings, os.environ),
     )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(serve(app, sock, settings))

@@ -45,6 +45,7 @@ GROUPS = (
     "LoRA adapters",
     "Admission control",
     "CORS",
+    "Observability",
 )
 
 
@@ -453,6 +454,18 @@ class NimSettings(BaseSettings):
     )
     cors_max_age: int = _field(
         600, GROUPS[9], "Seconds a browser may cache a preflight answer.", ge=0
+    )
+
+    # Observability.
+    enable_otel: bool = _field(
+        False,
+        GROUPS[10],
+        "`1`: OpenTelemetry traces, one per request (nimctl's spans and vLLM's engine span), "
+        "sent by OTLP. Configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` "
+        "(or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_EXPORTER_OTLP_PROTOCOL` "
+        "(`http/protobuf`, the default, or `grpc`), `OTEL_SERVICE_NAME` (default `nimctl`), "
+        "`OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, `OTEL_RESOURCE_ATTRIBUTES`. "
+        "Off: no tracing code runs at all. See docs/observability.md.",
     )
 
     @field_validator("log_level", "ssl_mode", mode="before")

@@ -23,6 +23,7 @@ from nimctl.api.middleware import (
     HttpMetricsMiddleware,
     Inflight,
     RequestIdMiddleware,
+    TracingMiddleware,
 )
 from nimctl.api.schema import add_chat_schemas, add_token_schemas
 from nimctl.api.state import AppState
@@ -34,6 +35,7 @@ from nimctl.media.intake import MediaIntake
 from nimctl.metrics import MetricsExporter, NimctlMetrics
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
+from nimctl.tracing import Tracing
 
 
 def create_app(
@@ -45,6 +47,7 @@ def create_app(
     registry: CollectorRegistry | None = None,
     intake: MediaIntake | None = None,
     on_ready: Callable[[], None] | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
     """Build the NIM-compatible app around `engine`.
 
@@ -52,6 +55,7 @@ def create_app(
     `registry` defaults to prometheus_client's default registry because that is where vLLM's
     stat logger registers the engine's `vllm:` series. `on_ready` runs once, when the engine has
     started and before readiness turns true (the CLI's process-wide start-up steps).
+    `tracing` (NIM_ENABLE_OTEL) traces every request; None: no tracing code runs at all.
     """
     adapters = (
         AdapterSync(engine, settings.peft_source.expanduser(), settings.peft_refresh_interval)
@@ -104,6 +108,7 @@ def create_app(
         ),
         inflight=inflight,
         admission=Admission(limits) if limits.enabled else None,
+        tracing=tracing,
     )
     install_error_handlers(app)
 
@@ -149,5 +154,7 @@ def create_app(
             max_age=cors.max_age,
         )
     app.add_middleware(HttpMetricsMiddleware, metrics=own, inflight=inflight)
+    if tracing is not None:  # inside the request id, which its span carries
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -19,6 +19,7 @@ from nimctl.api.state import AppState, app_state, require_model, require_ready
 from nimctl.errors import BadRequestError
 from nimctl.guards import check_request
 from nimctl.guards.base import Content
+from nimctl.tracing import span
 
 router = APIRouter(tags=["chat"])
 T = TypeVar("T")
@@ -31,12 +32,18 @@ async def chat_completions(request: Request) -> Response:
     payload = parse_json_object(await request.body())
     model = require_model(state, payload)
     state.metrics.chat_requests.labels(model).inc()
-    content = check_request(payload, state.profile)
+    tracing = state.tracing  # None unless NIM_ENABLE_OTEL: no span work then
+    with span(tracing, "guards"):
+        content = check_request(payload, state.profile)
     ticket = admit(state, payload, content)  # 429 here, before any media is fetched
     try:
-        await state.intake.resolve(payload, state.profile, content)
+        await resolve_media(state, payload, content)
         chat_request = state.engine.parse_chat_request(payload)
-        result = await until_disconnect(request, state.engine.chat(chat_request, request.headers))
+        with span(tracing, "engine"):  # vLLM's llm_request span becomes its child
+            headers = (
+                request.headers if tracing is None else tracing.engine_headers(request.headers)
+            )
+            result = await until_disconnect(request, state.engine.chat(chat_request, headers))
     except BaseException:
         if ticket is not None:
             ticket.release()
@@ -46,12 +53,24 @@ async def chat_completions(request: Request) -> Response:
             ticket.release()
         return Response(status_code=499)
     if result.stream is not None:
+        stream = result.stream if tracing is None else tracing.stream_span(result.stream)
         if ticket is not None:
-            return AdmittedStream(result.stream, ticket)
-        return StreamingResponse(result.stream, media_type="text/event-stream")
+            return AdmittedStream(stream, ticket)
+        return StreamingResponse(stream, media_type="text/event-stream")
     if ticket is not None:
         ticket.release()
     return Response(result.body, media_type="application/json")
+
+
+async def resolve_media(state: AppState, payload: dict[str, Any], content: Content) -> None:
+    """The media intake, observed in the media histograms (and traced, when tracing is on)."""
+    tracing = state.tracing if content.media else None
+    with span(tracing, "media"):
+        report = await state.intake.resolve(payload, state.profile, content)
+        if tracing is not None and report is not None:
+            tracing.media_spans(report)
+    if report is not None:
+        state.metrics.media.observe(report)
 
 
 def admit(state: AppState, payload: dict[str, Any], content: Content) -> Ticket | None:

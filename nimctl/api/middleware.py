@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nimctl.errors import (
     AuthenticationError,
@@ -24,6 +24,9 @@ from nimctl.errors import (
 from nimctl.keys import KeyRing
 from nimctl.metrics import NimctlMetrics
 from nimctl.observability import key_name, request_id
+
+if TYPE_CHECKING:
+    from nimctl.tracing import Tracing
 
 logger = logging.getLogger("nimctl.api")
 
@@ -89,6 +92,50 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
+
+
+class TracingMiddleware:
+    """The server span of each request, current while the app answers (streams included), so
+    that the routes' spans are its children. Installed only with NIM_ENABLE_OTEL=1. Probes and
+    scrapes (every few seconds, from the kubelet and Prometheus) are not traced: noise."""
+
+    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        span = self.tracing.server_span(method, scope["headers"])
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            with self.tracing.current(span):
+                await self.app(scope, receive, send_and_note)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "url.path": scope["path"],
+                    "http.response.status_code": status,
+                    "nimctl.request_id": request_id.get() or "",
+                }
+            )
+            if status >= 500:
+                span.set_status(self.tracing.error_status(f"HTTP {status}"))
+            span.end()
 
 
 class Inflight:

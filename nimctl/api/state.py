@@ -16,6 +16,7 @@ from nimctl.media.intake import MediaIntake
 from nimctl.metrics import MetricsExporter, NimctlMetrics
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
+from nimctl.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class AppState:
     exporter: MetricsExporter
     inflight: Inflight
     admission: Admission | None  # None: no NIM_MAX_QUEUED_* limit, nothing counted
+    tracing: Tracing | None = None  # None: NIM_ENABLE_OTEL off, no spans
 
 
 def app_state(request: Request) -> AppState:

@@ -14,7 +14,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nimctl.api.chat import parse_json_object
+from nimctl.api.chat import parse_json_object, resolve_media
 from nimctl.api.state import AppState, app_state, require_model, require_ready
 from nimctl.errors import BadRequestError
 from nimctl.guards import check_request
@@ -78,4 +78,4 @@ async def _admit(request: Request) -> tuple[AppState, dict[str, Any]]:
 
 async def _check_messages(state: AppState, payload: dict[str, Any]) -> None:
     content = check_request(payload, state.profile)
-    await state.intake.resolve(payload, state.profile, content)
+    await resolve_media(state, payload, content)

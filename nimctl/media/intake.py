@@ -18,6 +18,7 @@ import asyncio
 import binascii
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from nimctl.guards.base import Content, GuardError, classify, part_url
 from nimctl.media.fetch import FetchError, FetchPolicy, MediaFetcher
 from nimctl.media.formats import FORMAT_NAMES, DataUrl, VideoInfo, parse_data_url
 from nimctl.media.images import ImageProblem, load_image
+from nimctl.media.report import MediaItemReport, MediaReport
 from nimctl.media.video import VideoProblem, container_of, inspect_video
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
@@ -65,6 +67,7 @@ class _Item:
     part: dict[str, Any]
     url: str
     data_url: DataUrl | None  # parsed once: the text may be megabytes
+    report: MediaItemReport
 
 
 class MediaIntake:
@@ -99,12 +102,13 @@ class MediaIntake:
 
     async def resolve(
         self, payload: dict[str, Any], profile: Profile, content: Content | None = None
-    ) -> None:
+    ) -> MediaReport | None:
         """Fetch, check and replace every media part; `content` is the guards' classification
-        of the request (taken here when not given)."""
+        of the request (taken here when not given). The report says what it took (None: the
+        request has no media)."""
         items = _collect(content if content is not None else classify(payload))
         if not items:
-            return
+            return None
         results = await asyncio.gather(
             *(self._take(item, profile) for item in items), return_exceptions=True
         )
@@ -112,11 +116,17 @@ class MediaIntake:
         infos = [r for r in results if isinstance(r, VideoInfo)]
         if infos:
             _check_sampling(payload, infos)
+        return MediaReport([item.report for item in items])
 
     async def _take(self, item: _Item, profile: Profile) -> VideoInfo | None:
         """Each part goes on to decoding as soon as its own bytes are in."""
+        report = item.report
+        report.fetch_start_ns = time.time_ns()
         blob = await self._bytes_of(item)
-        return await asyncio.to_thread(self._check, item, blob, profile)
+        report.fetch_end_ns = report.decode_start_ns = time.time_ns()
+        info = await asyncio.to_thread(self._check, item, blob, profile)
+        report.decode_end_ns = time.time_ns()  # thread hand-offs included: the request waits
+        return info
 
     async def _bytes_of(self, item: _Item) -> bytes | None:
         """Fetched bytes of a remote part; None for a data: URL, decoded later off the loop."""
@@ -186,6 +196,7 @@ class MediaIntake:
         if blob is None:
             assert data_url is not None
             blob = self._decode_base64(item, data_url.data)
+        item.report.bytes = len(blob)
         if item.kind == "image":
             try:
                 image = load_image(
@@ -206,6 +217,7 @@ class MediaIntake:
                         item.where,
                     ) from None
                 raise MediaError(item.where, exc.reason, exc.problem, exc.fix) from None
+            item.report.pixels = image.width * image.height
             if profile.engine_args.get("tokenizer_mode") == "mistral":
                 _replace_with_data_url(item.part, image, blob)
             else:
@@ -215,6 +227,7 @@ class MediaIntake:
             info = inspect_video(blob)
         except VideoProblem as exc:
             raise MediaError(item.where, exc.reason, exc.problem, exc.fix) from None
+        item.report.frames = info.frames
         if data_url is None:  # fetched: hand vLLM the bytes, so that it never fetches itself
             mime = _VIDEO_MIME.get(container_of(blob) or "", "video/mp4")
             item.part["video_url"] = {
@@ -257,7 +270,9 @@ def _collect(content: Content) -> list[_Item]:
                 f"The {kind} part has no URL.",
                 f'Send {{"type": "{part["type"]}", "{kind}_url": {{"url": "..."}}}}.',
             )
-        items.append(_Item(where, kind, part, url, parse_data_url(url)))
+        data_url = parse_data_url(url)
+        report = MediaItemReport(where, kind, fetched=data_url is None)
+        items.append(_Item(where, kind, part, url, data_url, report))
     return items
 
 

@@ -71,6 +71,7 @@ class FakeEngine:
         self.dead = False
         self.shut_down = False
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # as each chat request handed them over
         self.model_path: Path | None = None
         self._validator = StrictRequestModel(FakeChatRequest)
         self.media_tokens: dict[str, int] = {"image": 100, "video": 1000}
@@ -110,6 +111,7 @@ class FakeEngine:
         if request.get("model", self._name) not in (self._name, *self._adapters):
             raise NotFoundError(f"The model `{request['model']}` does not exist.", param="model")
         self.requests.append(request)
+        self.headers.append(dict(headers))
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:

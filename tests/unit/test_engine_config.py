@@ -224,3 +224,11 @@ def test_num_frames_is_pinned_by_the_loaders_own_bounds():
     pin_frame_count(untouched)
     assert untouched == {"media_io_kwargs": {"video": {"fps": 1.0}}}
     pin_frame_count({})
+
+
+def test_with_otel_the_engine_traces_to_the_same_endpoint(store, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
+    off = build_engine_args(store.get("tiny"), NimSettings(), "/m")
+    assert off.otlp_traces_endpoint is None
+    on = build_engine_args(store.get("tiny"), NimSettings(enable_otel=True), "/m")
+    assert on.otlp_traces_endpoint == "http://collector:4318/v1/traces"

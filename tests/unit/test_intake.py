@@ -329,3 +329,37 @@ async def test_requests_without_media_touch_nothing(store):
     payload = {"messages": [{"role": "user", "content": "hi"}]}
     fetcher = await resolve(store, payload)
     assert fetcher.asked == [] and payload == {"messages": [{"role": "user", "content": "hi"}]}
+
+
+# --- the report (metrics and trace spans are made from it) ------------------------------
+
+
+async def test_the_report_has_each_items_times_and_sizes(store):
+    jpeg = image_bytes("JPEG", (40, 30))
+    blob = video_bytes(frames=10, fps=5.0)
+    payload = request(
+        image("https://img.example/a.jpg"),
+        image(image_data_url("PNG", (20, 10))),
+        video("https://v.example/clip.mp4"),
+    )
+    intake = MediaIntake(
+        StubFetcher({"https://img.example/a.jpg": jpeg, "https://v.example/clip.mp4": blob}),  # type: ignore[arg-type]
+        LIMITS,
+    )
+    prof = apply_settings(store.get(QWEN), NimSettings(max_videos_per_prompt=1))
+    report = await intake.resolve(payload, prof)
+    assert report is not None
+    fetched, inline, clip = report.items
+    assert (fetched.where, fetched.kind) == ("messages[0].content[1]", "image")
+    assert fetched.fetched
+    assert (fetched.bytes, fetched.pixels, fetched.frames) == (len(jpeg), 1200, 0)
+    assert (inline.fetched, inline.pixels) == (False, 200)
+    assert (clip.kind, clip.bytes, clip.frames, clip.pixels) == ("video", len(blob), 10, 0)
+    for item in report.items:
+        assert 0 < item.fetch_start_ns <= item.fetch_end_ns == item.decode_start_ns
+        assert item.decode_start_ns < item.decode_end_ns
+
+
+async def test_no_media_no_report(store):
+    intake = MediaIntake(StubFetcher({}), LIMITS)  # type: ignore[arg-type]
+    assert await intake.resolve(request(), store.get("tiny")) is None

@@ -90,3 +90,42 @@ def test_nimctl_series():
     assert values["nimctl_build_info[model=m][profile=tiny][profile_id=abc][version=0]"] == 1
     starting = scrape("starting", None)
     assert starting["nimctl_ready"] == 0 and "nimctl_seconds_to_ready" not in starting
+
+
+def test_media_metrics_from_a_report():
+    from nimctl.media.report import MediaItemReport, MediaReport
+
+    own = NimctlMetrics(lambda: ("ready", 1.0), {"version": "0"})
+    ms = 1_000_000
+    report = MediaReport(
+        [
+            MediaItemReport("a", "image", True, 0, 30 * ms, 30 * ms, 32 * ms, 5000, 1200),
+            MediaItemReport("b", "image", False, 0, 0, 0, 4 * ms, 100, 300),
+            MediaItemReport("c", "video", True, 0, 200 * ms, 200 * ms, 300 * ms, 9000, 0, 25),
+        ]
+    )
+    own.media.observe(report)
+    text = MetricsExporter(CollectorRegistry(), own).render().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    # Fetch time only for fetched items; decode time for every item.
+    assert value("nimctl_media_fetch_seconds_count", kind="image") == 1
+    assert value("nimctl_media_fetch_seconds_sum", kind="image") == 0.03
+    assert value("nimctl_media_fetch_seconds_sum", kind="video") == 0.2
+    assert value("nimctl_media_decode_seconds_count", kind="image") == 2
+    assert abs(value("nimctl_media_decode_seconds_sum", kind="image") - 0.006) < 1e-9
+    # Per request: one observation per kind, of the request's totals.
+    assert value("nimctl_media_request_bytes_count", kind="image") == 1
+    assert value("nimctl_media_request_bytes_sum", kind="image") == 5100
+    assert value("nimctl_media_request_items_sum", kind="image") == 2
+    assert value("nimctl_media_request_items_sum", kind="video") == 1
+    assert value("nimctl_media_request_image_pixels_sum") == 1500
+    assert value("nimctl_media_request_video_frames_sum") == 25
+    assert value("nimctl_media_request_video_frames_count") == 1
