@@ -24,7 +24,7 @@ router = APIRouter(tags=["tokens"])  # request and response schemas: nimctl.api.
 
 @router.post("/tokenize")
 async def tokenize(request: Request) -> Response:
-    state, payload = await _admit(request)
+    state, payload = await _read_ready(request)
     if tokenize_form(payload) == "messages":
         await _check_messages(state, payload)
     body = await state.engine.tokenize(payload, request.headers)
@@ -33,14 +33,14 @@ async def tokenize(request: Request) -> Response:
 
 @router.post("/detokenize")
 async def detokenize(request: Request) -> Response:
-    state, payload = await _admit(request)
+    state, payload = await _read_ready(request)
     body = await state.engine.detokenize(payload, request.headers)
     return Response(body, media_type="application/json")
 
 
 @router.post("/v1/chat/completions/render")
 async def render_chat(request: Request) -> Response:
-    state, payload = await _admit(request)
+    state, payload = await _read_ready(request)
     await _check_messages(state, payload)
     body = await state.engine.render_chat(payload, request.headers)
     return Response(body, media_type="application/json")
@@ -68,7 +68,7 @@ def tokenize_form(payload: dict[str, Any]) -> Literal["prompt", "messages"]:
     return "messages" if has_messages else "prompt"
 
 
-async def _admit(request: Request) -> tuple[AppState, dict[str, Any]]:
+async def _read_ready(request: Request) -> tuple[AppState, dict[str, Any]]:
     state = app_state(request)
     require_ready(state)
     payload = parse_json_object(await request.body())
