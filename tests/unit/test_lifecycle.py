@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from nimctl.lifecycle import State, Supervisor
+from nimctl.startup import StartupProgress
 
 
 class _Engine:
-    async def start(self) -> None:
+    async def start(self, progress: StartupProgress) -> None:
         return None
 
     async def check_health(self) -> None:
@@ -36,7 +37,7 @@ async def test_on_ready_runs_once_before_readiness_turns_true() -> None:
 
 async def test_a_failed_start_does_not_run_on_ready() -> None:
     class Failing(_Engine):
-        async def start(self) -> None:
+        async def start(self, progress: StartupProgress) -> None:
             raise RuntimeError("no memory for the KV cache")
 
     seen: list[State] = []
