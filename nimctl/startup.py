@@ -33,6 +33,8 @@ class Phase(enum.Enum):
     DOWNLOADING_WEIGHTS = "downloading_weights"
     GENERATING_WEIGHTS = "generating_weights"
     JOINING_CLUSTER = "joining_cluster"
+    # Importing vLLM (tens of seconds on a busy machine) and its check of the configuration.
+    CONFIGURING_ENGINE = "configuring_engine"
     # vLLM loads the weights, profiles memory and allocates the KV cache inside one call
     # (`AsyncLLM.from_vllm_config`), in its engine-core process: one phase from outside.
     LOADING_WEIGHTS_AND_STARTING_ENGINE = "loading_weights_and_starting_engine"
@@ -50,6 +52,7 @@ _TEXT = {
     Phase.DOWNLOADING_WEIGHTS: "downloading weights",
     Phase.GENERATING_WEIGHTS: "generating the model",
     Phase.JOINING_CLUSTER: "waiting for the nodes of the Ray cluster",
+    Phase.CONFIGURING_ENGINE: "importing vLLM and configuring the engine",
     Phase.LOADING_WEIGHTS_AND_STARTING_ENGINE: "loading weights and starting the engine",
     Phase.WARMING_UP: "warming up",
     Phase.LOADING_ADAPTERS: "loading LoRA adapters",

@@ -110,6 +110,7 @@ class VllmEngine:
         if self._profile.hardware.nodes > 1:
             progress.enter(Phase.JOINING_CLUSTER)
             await asyncio.to_thread(self._join_ray_cluster)
+        progress.enter(Phase.CONFIGURING_ENGINE)
         args, vllm_config = await asyncio.to_thread(self._configure, model_dir)
         logger.info("engine starting: %s (%.1f s)", self._profile.tag, time.monotonic() - began)
         progress.enter(Phase.LOADING_WEIGHTS_AND_STARTING_ENGINE)
