@@ -91,7 +91,7 @@ class Supervisor:
     def reason(self) -> str:
         """Why the server is not ready: while starting, the phase and its progress."""
         if self.state is State.STARTING:
-            return self.progress.status.describe()
+            return self.progress.describe()
         return self._reason
 
     async def _watch(self) -> None:

@@ -24,6 +24,9 @@ logger = logging.getLogger("nimctl.startup")
 
 # A phase's progress is logged at most this often; entering a phase is always logged.
 LOG_INTERVAL_S = 5.0
+# A phase with no measurable progress says how long it has been going once it is this old:
+# "still at it after 6 min" is what tells slow from stuck.
+SHOW_ELAPSED_AFTER_S = 10.0
 
 
 class Phase(enum.Enum):
@@ -95,6 +98,17 @@ class StartupProgress:
     @property
     def status(self) -> Status:
         return self._status
+
+    def describe(self) -> str:
+        """The status as a person reads it; a long phase with no measurable progress says how
+        long it has run: `loading weights and starting the engine, 6 min so far`."""
+        status = self._status
+        elapsed = self._clock() - status.since
+        if status.fraction is not None or status.phase is Phase.READY:
+            return status.describe()
+        if elapsed < SHOW_ELAPSED_AFTER_S:
+            return status.describe()
+        return f"{status.describe()}, {duration(elapsed)} so far"
 
     def enter(self, phase: Phase, detail: str = "", fraction: float | None = None) -> None:
         """Begin `phase` (logged at once, with how long the previous one took)."""

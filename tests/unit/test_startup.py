@@ -95,3 +95,18 @@ def test_phases_are_logged_at_once_and_progress_at_most_every_interval(
 def test_every_phase_has_a_text_and_a_distinct_label() -> None:
     assert len({p.value for p in Phase}) == len(Phase)
     assert all(p.text for p in Phase)
+
+
+def test_a_long_phase_without_progress_says_how_long_it_has_run() -> None:
+    clock = Clock()
+    progress = StartupProgress(clock=clock)
+    progress.enter(Phase.LOADING_WEIGHTS_AND_STARTING_ENGINE)
+    clock.now += 9.0
+    assert progress.describe() == "loading weights and starting the engine"
+    clock.now += 351.0
+    assert progress.describe() == "loading weights and starting the engine, 6 min so far"
+    # A measured phase says how far it is instead.
+    progress.enter(Phase.DOWNLOADING_WEIGHTS)
+    progress.download(GIB, 2 * GIB, 0.0)
+    clock.now += 60.0
+    assert progress.describe() == "downloading weights, 1.0 of 2.0 GiB (50 %)"
