@@ -40,6 +40,8 @@ REVISION = "main"
 PROGRESS_INTERVAL_S = 5.0
 # Files fetched at once: huggingface_hub's snapshot_download default.
 DOWNLOAD_WORKERS = 8
+# Bytes on disk, bytes in all, bytes per second so far: a download's progress as numbers.
+Measure = Callable[[int, int, float], None]
 
 # What vLLM reads from a Hugging Face-format repository: the weights and their index, every
 # configuration (model, generation, tokenizer, processor, chat template), tokenizer vocabularies.
@@ -188,12 +190,15 @@ def download(
     *,
     progress_interval: float = PROGRESS_INTERVAL_S,
     report: Callable[[str], None] | None = None,
+    measure: Measure | None = None,
 ) -> Outcome:
     """Fill the cache with what `profile` loads: generate a builtin model, fetch a Hub one.
 
     A file already complete in the cache is not fetched again, so a run after a failed one
     fetches only what is still missing. `report` receives the progress lines (the logger by
-    default), at most one per `progress_interval` seconds.
+    default), at most one per `progress_interval` seconds. With `measure` (what `serve` passes,
+    to show the download as a start-up phase), the periodic samples go to it instead of lines
+    to `report`, which then receives only the first and last lines.
     """
     say = report or logger.info
     if profile.model.startswith(BUILTIN_SCHEME):
@@ -204,7 +209,9 @@ def download(
             f"profile {profile.name} loads the local directory {profile.model}: there is "
             "nothing to download"
         )
-    return _fetch(model, needed_files(profile.engine_args), settings, progress_interval, say)
+    return _fetch(
+        model, needed_files(profile.engine_args), settings, progress_interval, say, measure
+    )
 
 
 def _generate(profile: Profile, settings: NimSettings) -> Outcome:
@@ -224,6 +231,7 @@ def _fetch(
     settings: NimSettings,
     interval: float,
     say: Callable[[str], None],
+    measure: Measure | None = None,
 ) -> Outcome:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
@@ -254,7 +262,10 @@ def _fetch(
     meter = _Meter(cache / _storage_name(model.repo_id), commit, listing, total)
     stop = threading.Event()
     reporter = threading.Thread(
-        target=meter.run, args=(stop, interval, say), name="download-progress", daemon=True
+        target=meter.run,
+        args=(stop, interval, say, measure),
+        name="download-progress",
+        daemon=True,
     )
     reporter.start()
     try:
@@ -262,6 +273,8 @@ def _fetch(
     finally:
         stop.set()
         reporter.join()
+    if measure is not None:
+        measure(*meter.sample())
     say(meter.line(final=True))
     # The branch -> commit record huggingface_hub keeps, so that other tools given the repo id
     # (`HF_HUB_OFFLINE=1 vllm serve <repo>`) find this snapshot too.
@@ -325,10 +338,15 @@ class _Meter:
         partial = sum(_file_size(p) for p in (self._storage / "blobs").glob("*.incomplete"))
         return min(complete + partial, self._total)
 
-    def line(self, final: bool = False) -> str:
+    def sample(self) -> tuple[int, int, float]:
+        """Bytes done, the total, and the rate since this run began (bytes already in the
+        cache when it began do not count as speed)."""
         done = self.done()
         elapsed = max(time.monotonic() - self._began, 1e-6)
-        rate = (done - self._start) / elapsed
+        return done, self._total, (done - self._start) / elapsed
+
+    def line(self, final: bool = False) -> str:
+        done, _, rate = self.sample()
         left = self._total - done
         eta = f", ETA {_duration(left / rate)}" if rate > 0 and left > 0 else ""
         state = "done" if final else "downloading"
@@ -337,9 +355,18 @@ class _Meter:
             f"({100 * done / max(self._total, 1):.0f}%), {_size(rate)}/s{eta}"
         )
 
-    def run(self, stop: threading.Event, interval: float, say: Callable[[str], None]) -> None:
+    def run(
+        self,
+        stop: threading.Event,
+        interval: float,
+        say: Callable[[str], None],
+        measure: Measure | None = None,
+    ) -> None:
         while not stop.wait(interval):
-            say(self.line())
+            if measure is not None:
+                measure(*self.sample())
+            else:
+                say(self.line())
 
 
 def _has(path: Path, size: int) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 from nimctl.adapters import AdapterSync
 from nimctl.engine.base import Engine, EngineDeadError
 from nimctl.errors import ConfigError
+from nimctl.startup import Phase, StartupProgress
 
 logger = logging.getLogger("nimctl.lifecycle")
 
@@ -39,13 +40,15 @@ class Supervisor:
         health_interval_s: float = 1.0,
         on_ready: Callable[[], None] | None = None,
         adapters: AdapterSync | None = None,
+        progress: StartupProgress | None = None,
     ) -> None:
         self.engine = engine
         self.adapters = adapters  # NIM_PEFT_SOURCE: loaded before ready, refreshed while ready
         self.on_ready = on_ready
         self.health_interval_s = health_interval_s
         self.state = State.STARTING
-        self.reason = "the model is loading"
+        self.progress = progress if progress is not None else StartupProgress()
+        self._reason = ""  # why not ready, once no longer starting
         self.fatal = asyncio.Event()
         self.started_at = time.monotonic()
         self.created = int(time.time())
@@ -59,8 +62,9 @@ class Supervisor:
 
     async def _run(self) -> None:
         try:
-            await self.engine.start()
+            await self.engine.start(self.progress)
             if self.adapters is not None:
+                self.progress.enter(Phase.LOADING_ADAPTERS)
                 await self.adapters.first_sync()
         except asyncio.CancelledError:
             raise
@@ -76,11 +80,19 @@ class Supervisor:
         if self.on_ready is not None:
             self.on_ready()
         self.state = State.READY
+        self.progress.enter(Phase.READY, fraction=1.0)
         self.seconds_to_ready = time.monotonic() - self.started_at
         logger.info("ready (%.1f s after start)", self.seconds_to_ready)
         if self.adapters is not None:
             self.adapters.start()
         await self._watch()
+
+    @property
+    def reason(self) -> str:
+        """Why the server is not ready: while starting, the phase and its progress."""
+        if self.state is State.STARTING:
+            return self.progress.describe()
+        return self._reason
 
     async def _watch(self) -> None:
         while self.state is State.READY:
@@ -102,7 +114,7 @@ class Supervisor:
         """Refuse new work (ready and model routes answer 503) while requests in flight end."""
         if self.state in (State.STARTING, State.READY):
             self.state = State.DRAINING
-            self.reason = "the server is shutting down"
+            self._reason = "the server is shutting down"
             logger.info("draining: new requests get 503, requests in flight may finish")
 
     def _fail(self, reason: str, exit_code: int = 1) -> None:
@@ -110,13 +122,13 @@ class Supervisor:
             return
         logger.error("%s", reason)
         self.state = State.FAILED
-        self.reason = reason
+        self._reason = reason
         self.exit_code = exit_code
         self.fatal.set()
 
     async def stop(self) -> None:
         self.state = State.STOPPING
-        self.reason = "the server is shutting down"
+        self._reason = "the server is shutting down"
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 from nimctl.errors import Refusal
 from nimctl.media.report import MediaReport
+from nimctl.startup import Phase, Status
 
 # NIM name -> the vLLM family it is (vLLM family names carry no _total suffix).
 NIM_ALIASES = {
@@ -230,6 +231,36 @@ class _LifecycleCollector:
         )
         info.add_metric(list(self._info.values()), 1.0)
         yield info
+
+
+# --- start-up progress ----------------------------------------------------------------------
+
+
+class StartupCollector:
+    """`nimctl_startup_phase{phase}` (1 = current, like nimctl_state) and
+    `nimctl_startup_progress` (the fraction of that phase; absent while it cannot be measured),
+    read from the same status as the readiness message at each scrape."""
+
+    def __init__(self, status: Callable[[], Status]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        phases = GaugeMetricFamily(
+            "nimctl_startup_phase",
+            "The start-up phase the server is in, or ended in (1 = current).",
+            labels=["phase"],
+        )
+        for phase in Phase:
+            phases.add_metric([phase.value], 1.0 if phase is status.phase else 0.0)
+        yield phases
+        if status.fraction is not None:
+            fraction = GaugeMetricFamily(
+                "nimctl_startup_progress",
+                "How far through the current start-up phase, 0-1 (absent when not measurable).",
+            )
+            fraction.add_metric([], status.fraction)
+            yield fraction
 
 
 def nim_families(families: Iterable[Metric]) -> Iterator[Metric]:

@@ -32,7 +32,7 @@ from nimctl.keys import KeyRing
 from nimctl.lifecycle import Supervisor
 from nimctl.looplag import LoopLagMonitor
 from nimctl.media.intake import MediaIntake
-from nimctl.metrics import MetricsExporter, NimctlMetrics
+from nimctl.metrics import MetricsExporter, NimctlMetrics, StartupCollector
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings
 from nimctl.tracing import Tracing
@@ -74,6 +74,7 @@ def create_app(
             "model": profile.served_model_name,
         },
     )
+    own.registry.register(StartupCollector(lambda: supervisor.progress.status))
     inflight = Inflight()
     limits = Limits(settings.max_queued_requests, settings.max_queued_tokens)
     loop_lag = LoopLagMonitor(own.loop_lag.observe)

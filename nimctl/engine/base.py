@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from nimctl.startup import StartupProgress
+
 # What an engine's `parse_chat_request` makes of a body, handed back to its `chat` unread by the
 # API (vLLM's `ChatCompletionRequest` for the real engine, a dict for the test engine).
 ChatRequestT = TypeVar("ChatRequestT")
@@ -58,8 +60,11 @@ class Engine(Protocol[ChatRequestT]):
         """The local directory of the weights once started (None for a remote-only source)."""
         ...
 
-    async def start(self) -> None:
-        """Load the model and build the chat layer; may take minutes, must not block the loop."""
+    async def start(self, progress: StartupProgress) -> None:
+        """Load the model and build the chat layer; may take minutes, must not block the loop.
+
+        `progress` is moved through the phases as they begin (downloading, loading, warming
+        up); it is what readiness, the start-up gauges and the log report meanwhile."""
         ...
 
     async def check_health(self) -> None:

@@ -32,6 +32,7 @@ from nimctl.engine.base import AdapterRefusedError, ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
 from nimctl.profiles import BUILTIN_SCHEME, OWNED_ENGINE_ARGS, Profile
 from nimctl.settings import NimSettings
+from nimctl.startup import Phase, StartupProgress
 from nimctl.validation import ModelT, StrictRequestModel, unsatisfiable_schema
 
 if TYPE_CHECKING:
@@ -98,20 +99,26 @@ class VllmEngine:
     def model_path(self) -> Path | None:
         return self._model_path
 
-    async def start(self) -> None:
+    async def start(self, progress: StartupProgress) -> None:
         began = time.monotonic()
-        model_dir = await asyncio.to_thread(resolve_model_source, self._profile, self._settings)
+        model_dir = await asyncio.to_thread(
+            fetch_model_source, self._profile, self._settings, progress
+        )
         if Path(model_dir).is_dir():
             self._model_path = Path(model_dir)
         logger.info("weights: %s (%.1f s)", model_dir, time.monotonic() - began)
         if self._profile.hardware.nodes > 1:
+            progress.enter(Phase.JOINING_CLUSTER)
             await asyncio.to_thread(self._join_ray_cluster)
+        progress.enter(Phase.CONFIGURING_ENGINE)
         args, vllm_config = await asyncio.to_thread(self._configure, model_dir)
         logger.info("engine starting: %s (%.1f s)", self._profile.tag, time.monotonic() - began)
+        progress.enter(Phase.LOADING_WEIGHTS_AND_STARTING_ENGINE)
         await asyncio.to_thread(self._launch, args, vllm_config)
         if self._llm is None:
             raise EngineDeadError("shut down while starting")
         logger.info("engine started (%.1f s)", time.monotonic() - began)
+        progress.enter(Phase.WARMING_UP)
         await self._llm.reset_mm_cache()  # drop the profiling run's dummy images, as vLLM does
         await asyncio.to_thread(self._build_chat_layer)
         self._max_model_len = self._llm.model_config.max_model_len
@@ -548,6 +555,26 @@ def pin_frame_count(payload: dict[str, Any]) -> None:
     video = (payload.get("media_io_kwargs") or {}).get("video")
     if isinstance(video, dict) and isinstance(video.get("num_frames"), int):
         video["min_frames"] = video["max_frames"] = video["num_frames"]
+
+
+def fetch_model_source(profile: Profile, settings: NimSettings, progress: StartupProgress) -> str:
+    """`resolve_model_source`, and the weights fetched where they are missing, as phases.
+
+    A Hub model whose cache is incomplete is downloaded here, through `nimctl download`'s own
+    code, rather than by vLLM: vLLM's download is silent (nothing says how far it is, or that it
+    is moving at all), ours reports bytes done of the total, the rate and the time left. With
+    NIM_DISABLE_MODEL_DOWNLOAD an incomplete cache has already been refused (ConfigError).
+    """
+    from nimctl.download import download, hub_model
+
+    if profile.model.startswith(BUILTIN_SCHEME):
+        progress.enter(Phase.GENERATING_WEIGHTS)
+    source = resolve_model_source(profile, settings)
+    if source != profile.model or hub_model(profile) is None:
+        return source
+    progress.enter(Phase.DOWNLOADING_WEIGHTS)
+    outcome = download(profile, settings, progress_interval=1.0, measure=progress.download)
+    return str(outcome.path)
 
 
 def resolve_model_source(profile: Profile, settings: NimSettings) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from nimctl import __version__
+from nimctl.download import hub_model
 from nimctl.errors import ConfigError
 from nimctl.k8s.pod import (
     PORT_NAME,
@@ -26,6 +27,7 @@ from nimctl.k8s.pod import (
     tls_enabled,
     worker_container,
 )
+from nimctl.k8s.startup import startup_failure_threshold
 from nimctl.k8s.values import NUMBER_LIKE, Values, validate_values
 from nimctl.profiles import Profile, apply_settings
 from nimctl.settings import settings_for_pod
@@ -90,19 +92,30 @@ def render_manifests(
     # The pods' own settings and profile, validated as `nimctl serve` will in each of them.
     settings = settings_for_pod({e["name"]: e["value"] for e in env if "value" in e})
     try:
-        gpus = apply_settings(profile, settings).hardware.gpus
+        served = apply_settings(profile, settings)
     except ConfigError as exc:
         raise ConfigError(f"invalid values env: {exc}") from None
+    gpus = served.hardware.gpus
     check_values(spec)
     nodes = _nodes(spec, profile, gpus)
+    # The pods download what the cache lacks, unless told not to (the Job fills it first).
+    downloads = hub_model(served) is not None and not settings.disable_model_download
+    startup_failures = startup_failure_threshold(
+        spec.startupProbe,
+        served.hardware.weights_gib,
+        download=downloads,
+        cluster_start_s=spec.multiNode.clusterStartTimeout if nodes > 1 else 0,
+    )
 
     if nodes > 1:
-        _check_multi_node(spec, release)
+        _check_multi_node(spec, release, startup_failures)
         workload = _leader_worker_set(
-            spec, profile, profile_id, release, namespace, env, gpus, nodes
+            spec, profile, profile_id, release, namespace, env, gpus, nodes, startup_failures
         )
     else:
-        workload = _deployment(spec, profile, profile_id, release, namespace, env, gpus)
+        workload = _deployment(
+            spec, profile, profile_id, release, namespace, env, gpus, startup_failures
+        )
     objects = [workload]
     objects.append(_service(spec, profile, release, namespace, leaders_only=nodes > 1))
     claim = _claim(spec, profile, release, namespace, nodes)
@@ -187,6 +200,7 @@ def _deployment(
     namespace: str | None,
     env: list[dict[str, Any]],
     gpus: int,
+    startup_failures: int,
 ) -> dict[str, Any]:
     labels = _labels(profile, release)
     id_annotation = {PROFILE_ID_ANNOTATION: profile_id}
@@ -202,7 +216,7 @@ def _deployment(
         "spec": pod_spec(
             spec,
             profile,
-            main_container(spec, env, gpus),
+            main_container(spec, env, gpus, startup_failures),
             gpus,
             _cache_source(spec, profile, release, nodes=1),
         ),
@@ -238,6 +252,7 @@ def _leader_worker_set(
     env: list[dict[str, Any]],
     gpus: int,
     nodes: int,
+    startup_failures: int,
 ) -> dict[str, Any]:
     """The Deployment's counterpart when the profile's GPUs are spread over several machines.
 
@@ -255,7 +270,7 @@ def _leader_worker_set(
         *env[1:],
     ]
     ray = {"name": RAY_PORT_NAME, "containerPort": ray_port(spec.env), "protocol": "TCP"}
-    leader = main_container(spec, env, per_node, extra_ports=[ray])
+    leader = main_container(spec, env, per_node, startup_failures, extra_ports=[ray])
     worker = worker_container(spec, copy.deepcopy(env), per_node)
     lws_spec: dict[str, Any] = {}
     if not spec.autoscaling.enabled:
@@ -572,7 +587,7 @@ def _nodes(spec: Values, profile: Profile, gpus: int) -> int:
     return nodes
 
 
-def _check_multi_node(spec: Values, release: str) -> None:
+def _check_multi_node(spec: Values, release: str, startup_failures: int) -> None:
     """What a LeaderWorkerSet needs beyond what a Deployment does."""
     if spec.strategy:
         raise ConfigError(
@@ -590,7 +605,7 @@ def _check_multi_node(spec: Values, release: str) -> None:
             f"invalid values env.NIM_RAY_PORT={ray_port(spec.env)}: NIM_SERVER_PORT uses it"
         )
     startup = spec.startupProbe
-    window = startup.initialDelaySeconds + startup.periodSeconds * startup.failureThreshold
+    window = startup.initialDelaySeconds + startup.periodSeconds * startup_failures
     timeout = spec.multiNode.clusterStartTimeout
     if startup.enabled and window <= timeout:
         raise ConfigError(

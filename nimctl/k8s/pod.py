@@ -11,7 +11,7 @@ from typing import Any
 
 from nimctl import __version__
 from nimctl.errors import ConfigError
-from nimctl.k8s.values import ProbeValues, Values
+from nimctl.k8s.values import ProbeValues, StartupProbeValues, Values
 from nimctl.profiles import Profile
 from nimctl.settings import NimSettings, unknown_nim_variables
 
@@ -96,8 +96,11 @@ def main_container(
     spec: Values,
     env: list[dict[str, Any]],
     gpus: int,
+    startup_failures: int,
     extra_ports: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
+    """`startup_failures`: the startup probe's failureThreshold, as nimctl.k8s.startup
+    derives it."""
     port = int(spec.env["NIM_SERVER_PORT"])
     container = _image_fields(spec)
     if spec.customCommand:
@@ -110,13 +113,13 @@ def main_container(
     container["resources"] = _resources(spec, gpus)
     container["volumeMounts"] = _volume_mounts(spec)
     scheme = "HTTPS" if tls_enabled(spec) else "HTTP"
-    for key, probe in (
-        ("startupProbe", spec.startupProbe),
-        ("livenessProbe", spec.livenessProbe),
-        ("readinessProbe", spec.readinessProbe),
+    for key, probe, failures in (
+        ("startupProbe", spec.startupProbe, startup_failures),
+        ("livenessProbe", spec.livenessProbe, spec.livenessProbe.failureThreshold),
+        ("readinessProbe", spec.readinessProbe, spec.readinessProbe.failureThreshold),
     ):
         if probe.enabled:
-            container[key] = _probe(probe, scheme)
+            container[key] = _probe(probe, failures, scheme)
     if spec.preStopSleepSeconds:
         # An exec hook rather than lifecycle.sleep, which needs Kubernetes 1.30+ feature gates.
         container["lifecycle"] = {
@@ -186,14 +189,14 @@ def tls_enabled(spec: Values) -> bool:
     return str(spec.env.get("NIM_SSL_MODE", "")).upper() in {"TLS", "MTLS"}
 
 
-def _probe(probe: ProbeValues, scheme: str) -> dict[str, Any]:
+def _probe(probe: ProbeValues | StartupProbeValues, failures: int, scheme: str) -> dict[str, Any]:
     return {
         "httpGet": {"path": probe.path, "port": PORT_NAME, "scheme": scheme},
         "initialDelaySeconds": probe.initialDelaySeconds,
         "timeoutSeconds": probe.timeoutSeconds,
         "periodSeconds": probe.periodSeconds,
         "successThreshold": probe.successThreshold,
-        "failureThreshold": probe.failureThreshold,
+        "failureThreshold": failures,
     }
 
 
@@ -351,7 +354,7 @@ def check_values(spec: Values) -> None:
             "set enabled: false on every probe"
         )
     for key in ("livenessProbe", "startupProbe"):
-        probe: ProbeValues = getattr(spec, key)
+        probe: ProbeValues | StartupProbeValues = getattr(spec, key)
         if probe.successThreshold != 1:
             raise ConfigError(
                 f"invalid values {key}.successThreshold={probe.successThreshold}: "

@@ -45,14 +45,27 @@ class ServiceValues(_Closed):
     labels: dict[str, str]
 
 
-class ProbeValues(_Closed):
+class _Probe(_Closed):
     enabled: bool
     path: str = Field(pattern=r"^/")
     initialDelaySeconds: int = Field(ge=0)
     timeoutSeconds: int = Field(ge=1)
     periodSeconds: int = Field(ge=1)
     successThreshold: int = Field(ge=1)
+
+
+class ProbeValues(_Probe):
     failureThreshold: int = Field(ge=1)
+
+
+class StartupProbeValues(_Probe):
+    """failureThreshold absent (or null): derived from the profile's weight size at these
+    rates (nimctl.k8s.startup)."""
+
+    failureThreshold: int | None = Field(None, ge=1)
+    downloadMBps: float = Field(gt=0)
+    loadMBps: float = Field(gt=0)
+    engineStartSeconds: int = Field(ge=0)
 
 
 class PersistenceValues(_Closed):
@@ -120,7 +133,7 @@ class Values(_Closed):
     service: ServiceValues
     livenessProbe: ProbeValues
     readinessProbe: ProbeValues
-    startupProbe: ProbeValues
+    startupProbe: StartupProbeValues
     persistence: PersistenceValues
     podSecurityContext: dict[str, Any]
     containerSecurityContext: dict[str, Any]

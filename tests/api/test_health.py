@@ -22,7 +22,7 @@ async def test_live_answers_while_the_model_loads(harness):
     assert ready.status_code == 503
     error = assert_error_shape(ready.json(), 503)
     assert error["type"] == "ServiceUnavailableError"
-    assert "loading" in error["message"]
+    assert error["message"] == "Service is not ready: resolving the profile."
 
 
 async def test_ready_after_start(harness):

@@ -9,8 +9,10 @@ first imported).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,3 +215,45 @@ def test_serve_starts_from_the_downloaded_cache_with_no_hub(
     assert code == 0, server.log_tail()
     assert len(hub.seen) == asked  # the real hub endpoint was not asked either
     assert "the hub is not asked" in server.log_path.read_text()
+
+
+def test_serve_downloads_an_incomplete_cache_as_a_phase_it_reports(
+    hub: FakeHub, profiles: Path, tmp_path: Path
+) -> None:
+    # The weights are held half-sent until readiness has reported the download's bytes.
+    seen_bytes = threading.Event()
+    hub.hold["model.safetensors"] = seen_bytes
+
+    def watch(message: str) -> None:
+        if message.startswith("Service is not ready: downloading weights, ") and " of " in message:
+            seen_bytes.set()
+
+    env = {"NIM_CACHE_PATH": str(tmp_path / "cache"), "NIM_PROFILES_PATH": str(profiles)}
+    env["HF_ENDPOINT"] = hub.url
+    server = start_server(PROFILE, tmp_path / "nimctl.log", env=env, on_not_ready=watch)
+    try:
+        reply = httpx.post(
+            f"{server.base_url}/v1/chat/completions",
+            json={
+                "model": TINY_MODEL,
+                "messages": [{"role": "user", "content": "Hello"}],
+                "max_tokens": 4,
+            },
+            timeout=60,
+        )
+    finally:
+        code = server.stop()
+
+    assert reply.status_code == 200, reply.text
+    assert code == 0, server.log_tail()
+    assert seen_bytes.is_set(), server.ready_messages_before_200
+    messages = server.ready_messages_before_200
+    downloading = [m for m in messages if m.startswith("Service is not ready: downloading")]
+    loading = messages.index("Service is not ready: loading weights and starting the engine.")
+    assert downloading and messages.index(downloading[-1]) < loading, messages
+    assert any(re.search(r", [\d.]+ of [\d.]+ [KMG]?i?B \(\d+ %\)", m) for m in downloading)
+    # nimctl fetched the weights, not vLLM: the snapshot is what the engine loaded.
+    assert hub.gets("model.safetensors")
+    log = server.log_path.read_text()
+    assert "start-up: downloading weights" in log
+    assert f"weights: {_snapshot(tmp_path / 'cache')}" in log

@@ -1,7 +1,8 @@
 """A deterministic engine implementing nimctl's Engine protocol, for in-process API tests.
 
 Its start waits on an event the test controls, so that the live-before-ready window can be
-observed; its answers are `test_0 test_1 ...` so that shapes can be asserted exactly.
+observed, and meanwhile reports the start-up phases a test hands it (`report`); its answers
+are `test_0 test_1 ...` so that shapes can be asserted exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from nimctl.engine.base import AdapterRefusedError, ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, NotFoundError
+from nimctl.startup import Phase, StartupProgress
 from nimctl.validation import StrictRequestModel
 
 
@@ -67,6 +69,11 @@ class FakeEngine:
         self._name = served_model_name
         self._max_model_len = max_model_len
         self.release = asyncio.Event()
+        # Phases for start() to report while it waits for `release`, with an event it sets once
+        # it has.
+        self._reports: asyncio.Queue[tuple[Phase, float | None, str, asyncio.Event]] = (
+            asyncio.Queue()
+        )
         self.fail_start: Exception | None = None
         self.dead = False
         self.shut_down = False
@@ -94,8 +101,31 @@ class FakeEngine:
     def max_model_len(self) -> int:
         return self._max_model_len
 
-    async def start(self) -> None:
-        await self.release.wait()
+    async def report(self, phase: Phase, fraction: float | None = None, detail: str = "") -> None:
+        """Have start() report this (a new phase, or progress in the current one); returns once
+        it has."""
+        done = asyncio.Event()
+        await self._reports.put((phase, fraction, detail, done))
+        async with asyncio.timeout(5):
+            await done.wait()
+
+    async def start(self, progress: StartupProgress) -> None:
+        released = asyncio.ensure_future(self.release.wait())
+        try:
+            while not released.done():
+                report = asyncio.ensure_future(self._reports.get())
+                await asyncio.wait({released, report}, return_when=asyncio.FIRST_COMPLETED)
+                if not report.done():
+                    report.cancel()
+                    continue
+                phase, fraction, detail, done = report.result()
+                if phase is progress.status.phase:
+                    progress.update(fraction, detail)
+                else:
+                    progress.enter(phase, detail, fraction)
+                done.set()
+        finally:
+            released.cancel()
         if self.fail_start is not None:
             raise self.fail_start
 

@@ -10,7 +10,9 @@ Answers what huggingface_hub asks, as the Hub answers it:
 - `GET /cdn/{sha256}`: the bytes, honouring `Range: bytes=N-` with 206.
 
 Faults for the tests: `drop_once[file] = n` sends the full `Content-Length` but closes the
-connection after `n` body bytes, once; `refuse` holds files whose bytes are answered 404.
+connection after `n` body bytes, once; `refuse` holds files whose bytes are answered 404;
+`hold[file]` sends half the body, then waits for that event (at most HOLD_S) before the rest,
+once, so that a test sees a download under way.
 Every request is recorded (method, path, Range, Authorization).
 """
 
@@ -29,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LFS_SUFFIXES = (".safetensors",)
+HOLD_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class FakeHub:
     files: dict[str, RepoFile]
     drop_once: dict[str, int] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
+    hold: dict[str, threading.Event] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +98,10 @@ class FakeHub:
             return s.path.startswith(resolve) and s.path.endswith(f"/{name}")
 
         return [s for s in self.seen[since:] if s.method == "GET" and carried(s)]
+
+    def take_hold(self, name: str) -> threading.Event | None:
+        with self._lock:
+            return self.hold.pop(name, None)
 
     def take_drop(self, name: str) -> int | None:
         with self._lock:
@@ -190,6 +198,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", f'"{file.sha256 if file.lfs else file.git_oid}"')
         self.end_headers()
         if not body:
+            return
+        held = self.server.hub.take_hold(file.path)
+        if held is not None:
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            held.wait(HOLD_S)
+            self.wfile.write(data[len(data) // 2 :])
             return
         cut = self.server.hub.take_drop(file.path)
         if cut is None:

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Server:
     seconds_to_live: float = 0.0
     seconds_to_ready: float = 0.0
     ready_codes_before_200: list[int] = field(default_factory=list)
+    # The readiness 503s' messages, in order, each once however often it was polled.
+    ready_messages_before_200: list[str] = field(default_factory=list)
     live_before_ready: bool = False
 
     def log_tail(self, lines: int = 60) -> str:
@@ -57,8 +60,10 @@ def start_server(
     log_path: Path,
     env: dict[str, str] | None = None,
     tls: ssl.SSLContext | None = None,
+    on_not_ready: Callable[[str], None] | None = None,
 ) -> Server:
-    """`tls`: the client context for a server started with NIM_SSL_MODE (https)."""
+    """`tls`: the client context for a server started with NIM_SSL_MODE (https).
+    `on_not_ready` is called with each new readiness 503 message while it waits."""
     port = free_port()
     nimctl = Path(sys.executable).with_name("nimctl")
     full_env = {
@@ -78,14 +83,19 @@ def start_server(
     scheme = "https" if tls else "http"
     server = Server(f"{scheme}://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_until_ready(server, began, tls)
+        _wait_until_ready(server, began, tls, on_not_ready)
     except BaseException:
         server.stop(timeout=5)
         raise
     return server
 
 
-def _wait_until_ready(server: Server, began: float, tls: ssl.SSLContext | None) -> None:
+def _wait_until_ready(
+    server: Server,
+    began: float,
+    tls: ssl.SSLContext | None,
+    on_not_ready: Callable[[str], None] | None = None,
+) -> None:
     with httpx.Client(base_url=server.base_url, timeout=2.0, verify=tls or True) as client:
         while time.monotonic() - began < START_TIMEOUT_S:
             if server.process.poll() is not None:
@@ -94,7 +104,8 @@ def _wait_until_ready(server: Server, began: float, tls: ssl.SSLContext | None) 
                 )
             try:
                 live = client.get("/v1/health/live").status_code
-                ready = client.get("/v1/health/ready").status_code
+                answer = client.get("/v1/health/ready")
+                ready = answer.status_code
             except httpx.TransportError:
                 time.sleep(0.05)
                 continue
@@ -104,6 +115,19 @@ def _wait_until_ready(server: Server, began: float, tls: ssl.SSLContext | None) 
                 server.seconds_to_ready = time.monotonic() - began
                 return
             server.ready_codes_before_200.append(ready)
+            message = _error_message(answer)
+            seen = server.ready_messages_before_200
+            if message is not None and (not seen or seen[-1] != message):
+                seen.append(message)
+                if on_not_ready is not None:
+                    on_not_ready(message)
             server.live_before_ready = server.live_before_ready or live == 200
             time.sleep(0.2)
     raise RuntimeError(f"not ready after {START_TIMEOUT_S} s:\n{server.log_tail()}")
+
+
+def _error_message(response: httpx.Response) -> str | None:
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -232,3 +232,49 @@ def test_with_otel_the_engine_traces_to_the_same_endpoint(store, monkeypatch):
     assert off.otlp_traces_endpoint is None
     on = build_engine_args(store.get("tiny"), NimSettings(enable_otel=True), "/m")
     assert on.otlp_traces_endpoint == "http://collector:4318/v1/traces"
+
+
+def test_an_incomplete_hub_cache_is_downloaded_by_nimctl_as_a_phase(store, tmp_path, monkeypatch):
+    from nimctl import download
+    from nimctl.engine.vllm import fetch_model_source
+    from nimctl.startup import Phase, StartupProgress
+
+    calls = []
+
+    def fake_download(profile, settings, *, progress_interval, measure):
+        calls.append(profile.name)
+        measure(1 << 30, 4 << 30, 0.0)  # as the meter reports, from its thread
+        return download.Outcome(tmp_path / "snapshot", 3, 4 << 30)
+
+    monkeypatch.setattr(download, "download", fake_download)
+    profile = store.get("qwen3.5-397b-a17b")
+    progress = StartupProgress()
+    source = fetch_model_source(profile, NimSettings(cache_path=str(tmp_path)), progress)
+    assert source == str(tmp_path / "snapshot")
+    assert calls == ["qwen3.5-397b-a17b"]
+    assert progress.status.phase is Phase.DOWNLOADING_WEIGHTS
+    assert progress.status.describe() == "downloading weights, 1.0 of 4.0 GiB (25 %)"
+
+
+def test_a_disabled_download_is_refused_before_any_phase_begins(store, tmp_path, monkeypatch):
+    from nimctl import download
+    from nimctl.engine.vllm import fetch_model_source
+    from nimctl.startup import Phase, StartupProgress
+
+    monkeypatch.setattr(download, "download", lambda *a, **k: pytest.fail("downloaded"))
+    profile = store.get("qwen3.5-397b-a17b")
+    settings = NimSettings(cache_path=str(tmp_path), disable_model_download=True)
+    progress = StartupProgress()
+    with pytest.raises(ConfigError, match="NIM_DISABLE_MODEL_DOWNLOAD"):
+        fetch_model_source(profile, settings, progress)
+    assert progress.status.phase is Phase.RESOLVING_PROFILE
+
+
+def test_a_local_model_is_neither_downloaded_nor_generated(store, tmp_path):
+    from nimctl.engine.vllm import fetch_model_source
+    from nimctl.startup import Phase, StartupProgress
+
+    local = apply_settings(store.get("qwen3.5-397b-a17b"), NimSettings(model_path=str(tmp_path)))
+    progress = StartupProgress()
+    assert fetch_model_source(local, NimSettings(), progress) == str(tmp_path)
+    assert progress.status.phase is Phase.RESOLVING_PROFILE

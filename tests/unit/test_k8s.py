@@ -47,6 +47,7 @@ EXAMPLE = EXAMPLES / "qwen3.5-397b-a17b.yaml"
 K8S_VERSIONS = ("1.30", "1.37")  # the oldest the docs name, the newest bundled
 QWEN = "qwen3.5-397b-a17b"
 NEMOTRON = "llama-3.1-nemotron-nano-vl-8b-v1"
+SMALL4 = "mistral-small-4-119b-2603"
 MISTRAL = "mistral-large-3-675b-instruct-2512"  # 8 GPUs, one node
 TWO_NODES = {"multiNode": {"enabled": True, "nodes": 2}}
 MULTI_NODE_EXAMPLE = EXAMPLES / f"{MISTRAL}-2-nodes.yaml"
@@ -310,7 +311,9 @@ def test_probes_have_nims_numbers(store):
     expected = {
         "livenessProbe": ("/v1/health/live", 15, 1, 10, 1, 3),
         "readinessProbe": ("/v1/health/ready", 15, 1, 10, 1, 3),
-        "startupProbe": ("/v1/health/ready", 40, 1, 10, 1, 180),
+        # failureThreshold from Qwen's 372 GiB: 3994 s of download at 100 MB/s, 799 s of
+        # loading at 500 MB/s, 300 s of engine start, less the 40 s delay, in 10 s periods.
+        "startupProbe": ("/v1/health/ready", 40, 1, 10, 1, 506),
     }
     for key, (path, delay, timeout, period, success, failure) in expected.items():
         probe = container[key]
@@ -322,6 +325,55 @@ def test_probes_have_nims_numbers(store):
             probe["successThreshold"],
             probe["failureThreshold"],
         ) == (delay, timeout, period, success, failure)
+
+
+def startup_failures(objects: dict[str, dict]) -> int:
+    return container_of(objects)["startupProbe"]["failureThreshold"]
+
+
+def test_startup_budget_grows_with_the_weights(store):
+    # 16.2, 113 and 372 GiB of weights.
+    budgets = [startup_failures(render(store, name)) for name in (NEMOTRON, SMALL4, QWEN)]
+    assert budgets == sorted(budgets) and len(set(budgets)) == 3
+    # 16.2 GiB: 174 s + 35 s + 300 s - 40 s = 469 s.
+    assert budgets[0] == 47
+
+
+def test_startup_budget_follows_the_stated_rates(store):
+    rates = {"startupProbe": {"downloadMBps": 1000, "loadMBps": 2000, "engineStartSeconds": 60}}
+    # 372 GiB: 399 s + 200 s + 60 s - 40 s = 619 s.
+    assert startup_failures(render(store, QWEN, rates)) == 62
+
+
+@pytest.mark.parametrize(
+    ("values", "kw"),
+    [
+        (None, {"download_job": True}),
+        ({"env": {"NIM_DISABLE_MODEL_DOWNLOAD": "1"}}, {}),
+        ({"env": {"NIM_MODEL_PATH": "/models/qwen"}}, {}),
+    ],
+    ids=["download-job", "download-disabled", "local-model"],
+)
+def test_startup_budget_leaves_out_a_download_the_pod_does_not_make(store, values, kw):
+    # 372 GiB: 799 s + 300 s - 40 s.
+    assert startup_failures(render(store, QWEN, values, **kw)) == 106
+
+
+def test_a_generated_model_has_the_engine_start_only(store):
+    # 300 s and 4 ms of loading, less 40 s: just over 26 periods.
+    assert startup_failures(render(store, "tiny")) == 27
+
+
+def test_multi_node_startup_budget_includes_the_wait_for_the_nodes(store):
+    one = startup_failures(render(store, MISTRAL))
+    two = startup_failures(render(store, MISTRAL, TWO_NODES))
+    assert two - one == 30  # multiNode.clusterStartTimeout: 300 s
+
+
+@pytest.mark.parametrize("kw", [{}, {"download_job": True}])
+def test_a_stated_startup_failure_threshold_wins(store, kw):
+    values = {"startupProbe": {"failureThreshold": 42}}
+    assert startup_failures(render(store, QWEN, values, **kw)) == 42
 
 
 @pytest.mark.parametrize("name", all_profiles())
@@ -637,8 +689,13 @@ def test_leader_is_the_deployments_pod_plus_the_cluster_settings(store):
     multi = render(store, MISTRAL, TWO_NODES)
     leader, pod = container_of(multi), container_of(single)
     assert "command" not in leader  # the image's entrypoint, `nimctl serve`
-    for key in ("image", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle"):
+    for key in ("image", "livenessProbe", "readinessProbe", "lifecycle"):
         assert leader[key] == pod[key]
+    # The same startup probe, but for its budget: the leader waits for the workers first.
+    assert {**leader["startupProbe"], "failureThreshold": 0} == {
+        **pod["startupProbe"],
+        "failureThreshold": 0,
+    }
     assert leader["ports"] == [
         {"name": PORT_NAME, "containerPort": 8000, "protocol": "TCP"},
         {"name": "ray", "containerPort": 6379, "protocol": "TCP"},
@@ -911,6 +968,8 @@ def test_merge_values_merges_mappings_replaces_lists_and_deletes_on_none():
         ({"livenessProbe": {"failureThreshold": 0}}, "livenessProbe.failureThreshold"),
         ({"readinessProbe": {"periodSeconds": 0}}, "readinessProbe.periodSeconds"),
         ({"startupProbe": {"initialDelaySeconds": -5}}, "startupProbe.initialDelaySeconds"),
+        ({"startupProbe": {"downloadMBps": 0}}, "startupProbe.downloadMBps"),
+        ({"startupProbe": {"loadMBps": "fast"}}, "startupProbe.loadMBps"),
         ({"livenessProbe": {"successThreshold": 2}}, "livenessProbe.successThreshold"),
         ({"readinessProbe": {"path": "v1/health/ready"}}, "readinessProbe.path"),
         ({"env": {"NIM_MODEL_PROFILE": "tiny"}}, "env.NIM_MODEL_PROFILE"),
@@ -941,7 +1000,11 @@ def test_merge_values_merges_mappings_replaces_lists_and_deletes_on_none():
         ({"multiNode": {"clusterStartTimeout": 0}}, "multiNode.clusterStartTimeout"),
         ({"multiNode": {"size": 2}}, "multiNode.size: unknown key"),
         (
-            {**TWO_NODES, "multiNode": {**TWO_NODES["multiNode"], "clusterStartTimeout": 3600}},
+            {
+                **TWO_NODES,
+                "multiNode": {**TWO_NODES["multiNode"], "clusterStartTimeout": 3600},
+                "startupProbe": {"failureThreshold": 180},  # a stated budget, too short
+            },
             "multiNode.clusterStartTimeout=3600",
         ),
         ({**TWO_NODES, "strategy": {"type": "Recreate"}}, "invalid values strategy"),
