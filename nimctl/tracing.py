@@ -81,7 +81,7 @@ _NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()  # reusable, h
 
 def span(tracing: Tracing | None, name: str) -> AbstractContextManager[Any]:
     """A child span of the current one, or, with tracing off, a context that does nothing
-    (about 0.2 us: no branch per traced step in the routes)."""
+    (0.3-0.5 us measured: no branch per traced step in the routes)."""
     return _NO_SPAN if tracing is None else tracing.span(name)
 
 
