@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.media import image_bytes, image_data_url
+from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.server import Server, start_server
 from tests.support.sharing import Sharing, start_sharing_server
 from tests.support.tiny import TINY_MEDIA_ENV
@@ -33,13 +34,14 @@ def tiny_server(tmp_path_factory: pytest.TempPathFactory, media_root: Path) -> I
 
 @pytest.fixture(scope="session")
 def sharing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sharing]:
-    """One tiny-profile server with LoRA adapters and queue limits, for the modules on sharing
-    a replica (tests/support/sharing.py)."""
+    """One tiny-profile server with LoRA adapters, queue limits and tracing, for the modules on
+    sharing a replica and on traces (tests/support/sharing.py)."""
     adapters = tmp_path_factory.mktemp("peft-source")
     log = tmp_path_factory.mktemp("sharing") / "nimctl.log"
-    server = start_sharing_server(adapters, log)
-    yield Sharing(server, adapters)
-    code = server.stop()
+    with OtlpReceiver() as receiver:
+        server = start_sharing_server(adapters, log, receiver)
+        yield Sharing(server, adapters, receiver)
+        code = server.stop()
     assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
 
 

