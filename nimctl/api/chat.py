@@ -97,8 +97,11 @@ class AdmittedStream(StreamingResponse):
 
 async def _tokens_freed_at_first(stream: AsyncIterator[str], ticket: Ticket) -> AsyncIterator[str]:
     try:
-        async for event in stream:
+        async for event in stream:  # the first event only: nothing more per token
             ticket.prefilled()
+            yield event
+            break
+        async for event in stream:
             yield event
     finally:
         close = getattr(stream, "aclose", None)

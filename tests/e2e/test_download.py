@@ -21,7 +21,7 @@ import pytest
 
 from nimctl import modelgen
 from tests.support.fake_hub import FakeHub, serving
-from tests.support.server import E2E_CACHE, free_port, start_server
+from tests.support.server import E2E_CACHE, Server, free_port, start_server
 from tests.support.tiny import TINY_MODEL
 
 REPO_ID = "nimctl-test/tiny-idefics3"
@@ -198,15 +198,7 @@ def test_serve_starts_from_the_downloaded_cache_with_no_hub(
 
     server = start_server(PROFILE, tmp_path / "nimctl.log", env=env)
     try:
-        reply = httpx.post(
-            f"{server.base_url}/v1/chat/completions",
-            json={
-                "model": TINY_MODEL,
-                "messages": [{"role": "user", "content": "Hello"}],
-                "max_tokens": 4,
-            },
-            timeout=60,
-        )
+        reply = _hello(server)
     finally:
         code = server.stop()
 
@@ -232,15 +224,7 @@ def test_serve_downloads_an_incomplete_cache_as_a_phase_it_reports(
     env["HF_ENDPOINT"] = hub.url
     server = start_server(PROFILE, tmp_path / "nimctl.log", env=env, on_not_ready=watch)
     try:
-        reply = httpx.post(
-            f"{server.base_url}/v1/chat/completions",
-            json={
-                "model": TINY_MODEL,
-                "messages": [{"role": "user", "content": "Hello"}],
-                "max_tokens": 4,
-            },
-            timeout=60,
-        )
+        reply = _hello(server)
     finally:
         code = server.stop()
 
@@ -257,3 +241,15 @@ def test_serve_downloads_an_incomplete_cache_as_a_phase_it_reports(
     log = server.log_path.read_text()
     assert "start-up: downloading weights" in log
     assert f"weights: {_snapshot(tmp_path / 'cache')}" in log
+
+
+def _hello(server: Server) -> httpx.Response:
+    return httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={
+            "model": TINY_MODEL,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 4,
+        },
+        timeout=60,
+    )
