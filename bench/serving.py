@@ -803,6 +803,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--probe", action="store_true", help="with --quick: also the probe under load"
     )
+    parser.add_argument(
+        "--images", action="store_true", help="with --quick: also the five-image requests"
+    )
     parser.add_argument("--report", type=Path, help="re-render a saved run's JSON")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
@@ -823,6 +826,8 @@ def main(argv: list[str]) -> None:
             plan = replace(plan, concurrencies=levels)
         if args.probe:
             plan = replace(plan, probe=True)
+        if args.images and plan.quick:
+            plan = replace(plan, image_runs=plan_for(False, None).image_runs)
         outcome = run(plan)
         saved = CACHE / f"{plan.section}-{time.strftime('%Y%m%dT%H%M%S')}.json"
         saved.write_text(json.dumps(outcome, indent=2, default=str))

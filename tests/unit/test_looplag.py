@@ -95,11 +95,12 @@ def test_sliced_base64_is_as_strict_as_one_call():
 # --- which loop `serve` runs on (UVICORN_LOOP) --------------------------------------------------
 
 
-def test_the_loop_is_asyncios_unless_uvloop_is_asked_for():
+def test_the_loop_is_uvloop_unless_asyncio_is_asked_for():
     import uvloop
 
     assert _loop_factory("asyncio") is None
-    assert _loop_factory("") is None  # the default
+    assert _loop_factory(" AsyncIO ") is None
+    assert _loop_factory("") is uvloop.new_event_loop  # the default
     assert _loop_factory(" UVLOOP ") is uvloop.new_event_loop
     assert _loop_factory("auto") is uvloop.new_event_loop  # uvicorn's "uvloop if installed"
     with pytest.raises(ConfigError, match="UVICORN_LOOP"):
