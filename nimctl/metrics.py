@@ -8,7 +8,7 @@ second set of counters is kept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,6 +46,9 @@ BYTES_BUCKETS = tuple(float(4**k * 1024) for k in range(1, 11))  # 4 KiB .. 1 Gi
 PIXELS_BUCKETS = tuple(float(4**k * 1024) for k in range(1, 10))  # 64x64 .. 16k x 16k
 FRAMES_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 ITEMS_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
+# Prompt tokens of a request's media: a small thumbnail (tens) to many high-resolution images or
+# a long video (tens of thousands), in steps of about 2x.
+TOKENS_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 MEDIA_KINDS = ("image", "video")
 
 
@@ -120,8 +123,9 @@ class MediaMetrics:
     """What the media intake costs and carries: the part of TTFT no engine metric shows.
 
     Per item: fetch time (URLs only) and decode time, by kind. Per request: bytes, items,
-    image pixels and video frames. Observed once per request with media, from its report
-    (about 1 us per observation; nothing at all for a request without media).
+    image pixels and video frames, observed from the intake's report; and, once the engine has
+    rendered the prompt, the prompt tokens each kind became. About 1 us per observation; nothing
+    at all for a request without media.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -166,6 +170,14 @@ class MediaMetrics:
             registry=registry,
             buckets=FRAMES_BUCKETS,
         )
+        self.request_tokens = Histogram(
+            "nimctl_media_request_tokens",
+            "Prompt tokens the media of one request became (its placeholders, as the engine "
+            "rendered them, summed over the items), by kind.",
+            ["kind"],
+            registry=registry,
+            buckets=TOKENS_BUCKETS,
+        )
 
         # Children bound once: labels() costs as much again as the observation itself.
         self._by_kind = {
@@ -177,6 +189,17 @@ class MediaMetrics:
             )
             for kind in MEDIA_KINDS
         }
+        self._tokens_by_kind = {kind: self.request_tokens.labels(kind) for kind in MEDIA_KINDS}
+
+    def observe_tokens(self, tokens: Mapping[str, int]) -> None:
+        """kind -> prompt tokens, from the engine (`ChatResult.media_tokens`). A modality other
+        than image or video (a model's own name for one) is labelled as the engine names it:
+        bounded by the model's modalities."""
+        for kind, count in tokens.items():
+            child = self._tokens_by_kind.get(kind)
+            if child is None:
+                child = self.request_tokens.labels(kind)
+            child.observe(count)
 
     def observe(self, report: MediaReport) -> None:
         totals: dict[str, list[int]] = {}  # kind -> [bytes, items, pixels, frames]

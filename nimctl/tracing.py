@@ -1,9 +1,10 @@
 """OpenTelemetry traces, configured the NIM way: `NIM_ENABLE_OTEL=1` and the standard `OTEL_*`.
 
 One trace per request: nimctl's server span (a client's W3C `traceparent` continued), with
-children for the guards, the media intake (each item's fetch and decode), the engine call and
-the stream; vLLM's own `llm_request` span joins as a child of the engine span, because the
-engine gets the engine span's `traceparent` in the headers its chat layer reads.
+children for the guards, the media intake (each item's fetch and decode), the engine call (with
+the prompt tokens the media became) and the stream; vLLM's own `llm_request` span joins as a
+child of the engine span, because the engine gets the engine span's `traceparent` in the headers
+its chat layer reads.
 
 Nothing here is global: `Tracing` holds its own TracerProvider and is handed to `create_app`
 (None when tracing is off, and then no tracing code runs on the request path). vLLM sets up its
@@ -183,6 +184,14 @@ class Tracing:
             self.tracer.start_span(
                 "media.decode", start_time=item.decode_start_ns, attributes=attributes
             ).end(end_time=item.decode_end_ns)
+
+    @staticmethod
+    def media_tokens(engine_span: Any, tokens: Mapping[str, int]) -> None:
+        """What the request's media became in prompt tokens, on the engine span that rendered
+        it: `nimctl.media.image_tokens`, `nimctl.media.video_tokens`."""
+        engine_span.set_attributes(
+            {f"nimctl.media.{kind}_tokens": count for kind, count in tokens.items()}
+        )
 
     async def stream_span(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
         """The SSE stream as a span: from the first event asked for to the last sent."""

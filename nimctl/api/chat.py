@@ -39,11 +39,15 @@ async def chat_completions(request: Request) -> Response:
     try:
         await resolve_media(state, payload, content)
         chat_request = state.engine.parse_chat_request(payload)
-        with span(tracing, "engine"):  # vLLM's llm_request span becomes its child
+        with span(tracing, "engine") as engine_span:  # vLLM's llm_request span: its child
             headers = (
                 request.headers if tracing is None else tracing.engine_headers(request.headers)
             )
             result = await until_disconnect(request, state.engine.chat(chat_request, headers))
+            if result is not None and result.media_tokens:
+                state.metrics.media.observe_tokens(result.media_tokens)
+                if tracing is not None:
+                    tracing.media_tokens(engine_span, result.media_tokens)
     except BaseException:
         if ticket is not None:
             ticket.release()

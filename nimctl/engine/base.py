@@ -8,7 +8,7 @@ are tested in-process without loading a model.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -30,10 +30,16 @@ class AdapterRefusedError(Exception):
 @dataclass(frozen=True)
 class ChatResult:
     """A chat answer: a ready JSON body, or an SSE stream of `data: ...` events ending in
-    `data: [DONE]`. Errors are raised as `NimError`, never returned."""
+    `data: [DONE]`. Errors are raised as `NimError`, never returned.
+
+    `media_tokens` is what the request's media became in its prompt: kind ("image",
+    "video") -> placeholder tokens, summed over that kind's items; empty without media. It is
+    what KV cache and batches are sized by, known only once the engine has rendered the prompt.
+    """
 
     body: bytes | None = None
     stream: AsyncIterator[str] | None = None
+    media_tokens: Mapping[str, int] = field(default_factory=dict)
 
 
 class Engine(Protocol[ChatRequestT]):

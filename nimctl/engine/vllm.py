@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from starlette.datastructures import Headers
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     )
     from vllm.entrypoints.serve.tokenize.serving import ServingTokenization
     from vllm.entrypoints.serve.utils.request_logger import RequestLogger
+    from vllm.inputs import EngineInput
+    from vllm.renderers.chat_utils import ConversationMessage
     from vllm.renderers.online_renderer import OnlineRenderer
     from vllm.sampling_params import StructuredOutputsParams
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -78,6 +81,9 @@ class VllmEngine:
         self._error_response_type: type[ErrorResponse] | None = None  # vllm loads in start()
         self._max_model_len = 0
         self._media_tokens: dict[str, int] = {}
+        # Per request being answered: what its media became in prompt tokens (id(request) ->
+        # kind -> tokens), left by the chat layer's render and taken back by chat().
+        self._rendered_media: dict[int, dict[str, int]] = {}
         self._model_path: Path | None = None
         self._lock = threading.Lock()
         self._closing = False
@@ -166,7 +172,6 @@ class VllmEngine:
 
     def _build_chat_layer(self) -> None:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
-        from vllm.entrypoints.openai.chat_completion.serving import OpenAIServingChat
         from vllm.entrypoints.openai.models.protocol import BaseModelPath
         from vllm.entrypoints.openai.models.serving import OpenAIServingModels
         from vllm.entrypoints.serve.engine.protocol import ErrorResponse
@@ -206,7 +211,7 @@ class VllmEngine:
         )
         renderer.warmup()
         self._models = models
-        self._chat = OpenAIServingChat(
+        self._chat = media_counting_chat(self._rendered_media)(
             self._llm,
             models,
             "assistant",
@@ -359,13 +364,17 @@ class VllmEngine:
                 logger.warning("generation failed under the constraint in %s", param)
                 raise constraint_failed(param) from exc
             raise self._nim_error(self._error_response(exc), exc) from exc
+        finally:  # answered, refused, failed or cancelled: nothing is left behind
+            media = self._rendered_media.pop(id(request), _NO_MEDIA)
         if isinstance(result, AsyncGenerator):  # the SSE stream
             if param := constraint_param(request):
-                return ChatResult(stream=await _hold_until_generating(result, param))
-            return ChatResult(stream=result)
+                stream = await _hold_until_generating(result, param)
+                return ChatResult(stream=stream, media_tokens=media)
+            return ChatResult(stream=result, media_tokens=media)
         if isinstance(result, self._error_response_type):
             raise self._nim_error(result, None)
-        return ChatResult(body=result.model_dump_json().encode())  # ChatCompletionResponse
+        # ChatCompletionResponse
+        return ChatResult(body=result.model_dump_json().encode(), media_tokens=media)
 
     def _failed_under_constraint(self, exc: Exception) -> bool:
         assert self._generation_failed is not None
@@ -843,6 +852,41 @@ async def _close(stream: AsyncIterator[str]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+_NO_MEDIA: Mapping[str, int] = MappingProxyType({})
+
+
+def media_counting_chat(rendered: dict[int, dict[str, int]]) -> type[OpenAIServingChat]:
+    """vLLM's chat layer, leaving in `rendered` what each request's media became in tokens.
+
+    vLLM 0.32 sums each modality's placeholder tokens once the prompt is rendered
+    (`_get_mm_token_counts`, the figure of `usage.prompt_tokens_details.multimodal_tokens`), but
+    in a local of `create_chat_completion`. Rendering is the one overridable step the rendered
+    engine input passes through, so the sums are read there, from vLLM's own function, and left
+    under `id(request)` for the caller, which pops them however the call ends (the request
+    object is alive, so its id is its own, until then). A text-only prompt leaves nothing: one
+    key test, no sum. `n > 1` samples one rendered prompt: one entry.
+    """
+    from vllm.entrypoints.openai.chat_completion.serving import (
+        OpenAIServingChat,
+        _get_mm_token_counts,
+    )
+
+    class MediaCountingChat(OpenAIServingChat):
+        async def render_chat_request(
+            self, request: ChatCompletionRequest
+        ) -> tuple[list[ConversationMessage], list[EngineInput]] | ErrorResponse:
+            result = await super().render_chat_request(request)
+            if type(result) is tuple:  # not an ErrorResponse (pydantic's isinstance is slower)
+                for engine_input in result[1]:  # one for chat (vLLM asserts it)
+                    if "mm_placeholders" in engine_input:
+                        counts = _get_mm_token_counts(engine_input)
+                        if counts:
+                            rendered[id(request)] = counts
+            return result
+
+    return MediaCountingChat
 
 
 def _start_async_llm(args: AsyncEngineArgs, vllm_config: VllmConfig) -> AsyncLLM:

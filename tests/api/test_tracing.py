@@ -15,7 +15,7 @@ from nimctl.api import create_app
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from nimctl.settings import NimSettings
 from nimctl.tracing import OtlpTarget, Tracing
-from tests.support.fake_engine import FakeEngine
+from tests.support.fake_engine import FAKE_MEDIA_TOKENS, FakeEngine
 from tests.support.image_server import ImageServer
 from tests.support.media import image_bytes, image_data_url
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -117,6 +117,9 @@ async def test_a_request_is_one_trace_continuing_the_clients(traced, receiver, i
     pixels = sorted(s.attributes["nimctl.media.pixels"] for s in decodes)
     assert pixels == [200, 64 * 48]
     assert media.start_ns <= fetch.start_ns <= fetch.end_ns <= media.end_ns
+    # What the two images became in prompt tokens, on the span of the call that rendered them.
+    engine = by_name["engine"]
+    assert engine.attributes == {"nimctl.media.image_tokens": 2 * FAKE_MEDIA_TOKENS["image"]}
     # The engine got the engine span as the trace parent, not the client's.
     sent = traced.engine.headers[-1]
     assert sent["traceparent"] == f"00-{CLIENT_TRACE}-{by_name['engine'].span_id}-01"
@@ -135,6 +138,7 @@ async def test_a_stream_has_its_span_and_a_refusal_is_recorded(traced, receiver)
     spans = receiver.wait_for(lambda spans: "stream" in _trace(spans, trace_id), 10)
     tree = _trace(spans, trace_id)
     assert "media" not in tree  # no media, no span
+    assert tree["engine"].attributes == {}  # and no media tokens
     stream = tree["stream"]
     assert stream.parent_id == tree["POST /v1/chat/completions"].span_id
     assert stream.attributes == {"nimctl.stream.events": 5, "nimctl.stream.complete": True}

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.errors import assert_error_shape
 from tests.support.image_server import ImageServer
 from tests.support.media import image_bytes, image_data_url, png_claiming
-from tests.support.tiny import ask, image
+from tests.support.tiny import TINY_MODEL, ask, image
 
 PNG = image_bytes("PNG")
 
@@ -104,6 +104,46 @@ def test_url_and_base64_give_the_same_prompt(tiny_server, images):
     by_url = ask(tiny_server, image(local(images, "/ok.png"))).json()["usage"]
     by_data = ask(tiny_server, image(b64(PNG))).json()["usage"]
     assert by_url["prompt_tokens"] == by_data["prompt_tokens"]
+
+
+def media_tokens(server) -> tuple[float, float]:
+    """`nimctl_media_request_tokens{kind="image"}`: (count, sum)."""
+    text = httpx.get(f"{server.base_url}/v1/metrics").text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("kind") == "image"
+    }
+    return (
+        values.get("nimctl_media_request_tokens_count", 0.0),
+        values.get("nimctl_media_request_tokens_sum", 0.0),
+    )
+
+
+def test_the_image_tokens_of_a_request_are_observed_once(tiny_server, images):
+    """The histogram grows by the prompt tokens the image became, as the server's own tokenizer
+    counts them (the chat with the image, minus the same chat without it); once, with `n=2`
+    sampling one prompt twice."""
+    question = {"type": "text", "text": "What is in this image?"}
+    picture = image(local(images, "/ok.png"))
+
+    def tokens(*content: dict[str, Any]) -> int:
+        body = {"model": TINY_MODEL, "messages": [{"role": "user", "content": list(content)}]}
+        response = httpx.post(f"{tiny_server.base_url}/tokenize", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        count: int = response.json()["count"]
+        return count
+
+    expected = tokens(question, picture) - tokens(question)
+    assert expected > 0
+    count, total = media_tokens(tiny_server)
+    answer = ask(tiny_server, picture, n=2)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["choices"]) == 2
+    plain = ask(tiny_server)  # no media: nothing observed
+    assert plain.status_code == 200, plain.text
+    assert media_tokens(tiny_server) == (count + 1, total + expected)
 
 
 # --- the corpus of bad inputs ---------------------------------------------------------------

@@ -62,6 +62,9 @@ class FakeDetokenize(BaseModel):
 FAKE_VOCAB = 256
 FAKE_BOS = 1
 FAKE_IMAGE = "<image>"
+# The prompt tokens the fake engine reports each media item became (`ChatResult.media_tokens`):
+# an image is FAKE_IMAGE in its template, one token per byte.
+FAKE_MEDIA_TOKENS = {"image": len(FAKE_IMAGE), "video": 64}
 
 
 class FakeEngine:
@@ -151,8 +154,9 @@ class FakeEngine:
             self.running -= 1
         n = int(request.get("max_tokens") or 3)
         words = [f"test_{i}" for i in range(n)]
+        media = _fake_media_tokens(request["messages"])
         if request.get("stream"):
-            return ChatResult(stream=self._stream(words))
+            return ChatResult(stream=self._stream(words), media_tokens=media)
         body = {
             "id": "chatcmpl-test",
             "object": "chat.completion",
@@ -166,7 +170,7 @@ class FakeEngine:
             ],
             "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": n + 1},
         }
-        return ChatResult(body=json.dumps(body).encode())
+        return ChatResult(body=json.dumps(body).encode(), media_tokens=media)
 
     async def _stream(self, words: list[str]) -> AsyncIterator[str]:
         for word in words:
@@ -254,6 +258,19 @@ def _fake_template(messages: list[dict[str, Any]]) -> str:
         )
         lines.append(f"{message.get('role')}: {text}")
     return "\n".join([*lines, "assistant:"])
+
+
+def _fake_media_tokens(messages: list[dict[str, Any]]) -> dict[str, int]:
+    """kind -> FAKE_MEDIA_TOKENS per item, for the parts as the media intake hands them on
+    (`image_pil`, `image_url`, `video_url`)."""
+    counts: dict[str, int] = {}
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            kind = str(part.get("type")).partition("_")[0]
+            if kind in FAKE_MEDIA_TOKENS:
+                counts[kind] = counts.get(kind, 0) + FAKE_MEDIA_TOKENS[kind]
+    return counts
 
 
 def _fake_tokens(text: str, add_special_tokens: bool) -> list[int]:

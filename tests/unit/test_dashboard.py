@@ -83,6 +83,7 @@ def test_the_panels_the_operator_needs_are_there(dashboard):
         "nimctl_media_request_bytes",
         "nimctl_media_request_image_pixels",
         "nimctl_media_request_video_frames",
+        "nimctl_media_request_tokens",
         "nimctl_requests_refused",
         "nimctl_media_failures",
         "nimctl_event_loop_lag_seconds",
