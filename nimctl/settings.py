@@ -22,10 +22,10 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nimctl.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
 from nimctl.cors import CorsPolicy, parse_headers, parse_methods, parse_origins
 from nimctl.errors import ConfigError
 from nimctl.keys import KeyFormatError, parse_key_list, read_key_file, unique
-from nimctl.media.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
 
 ENV_PREFIX = "NIM_"
 
