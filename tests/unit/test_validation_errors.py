@@ -121,6 +121,8 @@ def test_a_bad_port_reads_alike_from_a_flag_a_variable_and_a_values_file(monkeyp
     monkeypatch.delenv("NIM_SERVER_PORT")
     pod = f"invalid values env.NIM_SERVER_PORT='{message}"
     assert config_error(lambda: settings_for_pod({"NIM_SERVER_PORT": "70000"})) == pod
+    # nimctl k8s reads the port from the pod's settings: the same line, not one of its own.
+    assert k8s_error({"NIM_SERVER_PORT": 70000}) == pod
 
 
 def test_a_bad_profile_file_names_the_file_and_the_key(tmp_path):
