@@ -121,10 +121,10 @@ def _member(loc: Loc, kind: str) -> str | None:
 
 
 def _members_text(messages: Sequence[str]) -> str | None:
-    if len(messages) < 2 or not all(m in _MEMBER_NAMES for m in messages):
+    if not messages or not all(m in _MEMBER_NAMES for m in messages):
         return None
     *rest, last = messages
-    return f"should be a {', '.join(rest)} or {last}"
+    return f"should be a {', '.join(rest)} or {last}" if rest else f"should be a {last}"
 
 
 # --- requests ---------------------------------------------------------------------------------
