@@ -360,7 +360,7 @@ def _k8s(args: argparse.Namespace) -> int:
     from nimctl.k8s import dump_yaml, load_values, render_manifests
 
     # The profile as written: the pods' own settings come from the values file's env, and
-    # render_manifests validates them as each pod will (settings_for_pod).
+    # render_manifests builds each pod's configuration from them (config.pod_config).
     config = effective_config(load_settings(), name=args.profile)
     objects = render_manifests(
         config.written,

@@ -22,10 +22,11 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from nimctl.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
 from nimctl.cors import CorsPolicy, parse_headers, parse_methods, parse_origins
 from nimctl.errors import ConfigError
 from nimctl.keys import KeyFormatError, parse_key_list, read_key_file, unique
-from nimctl.media.allowlist import ALLOWLIST_SETTING, Allowlist, AllowlistError, parse_allowlist
+from nimctl.validation_errors import Loc, describe
 
 ENV_PREFIX = "NIM_"
 
@@ -638,19 +639,22 @@ def settings_for_pod(env: Mapping[str, str], where: str = "values env.") -> NimS
 def describe_validation_error(
     exc: ValidationError, cli: Mapping[str, Any], env_label: str = ""
 ) -> str:
-    lines = []
-    for err in exc.errors():
-        message = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:  # a rule across several settings names them itself
-            lines.append(f"invalid settings: {message}")
-            continue
-        field = str(err["loc"][0])
-        source = f"--{field.replace('_', '-')}" if field in cli else env_label + env_name(field)
-        if err["type"] == "extra_forbidden":
-            message = "not a nimctl setting"
-        shown = "***" if field == "api_key" else err.get("input")
-        lines.append(f"invalid {source}={shown!r}: {message}")
-    return "; ".join(lines)
+    """One line naming each bad value by where it came from: its CLI flag (a key of `cli`), else
+    its variable, after `env_label` (a values file's `env.`)."""
+
+    def where(loc: Loc) -> str:
+        if not loc:  # a rule across several settings names them itself
+            return "settings"
+        field = str(loc[0])
+        return f"--{field.replace('_', '-')}" if field in cli else env_label + env_name(field)
+
+    lines = describe(
+        exc,
+        where,
+        unknown="not a nimctl setting (docs/configuration.md lists them)",
+        secret=lambda loc: loc[:1] == ("api_key",),
+    )
+    return "; ".join(f"invalid {line}" for line in lines)
 
 
 def env_name(field: str) -> str:

@@ -1,4 +1,4 @@
-"""Request-body checks that need no engine: strict scalars, error locations, satisfiable schemas.
+"""Request-body checks that need no engine: strict scalars and satisfiable schemas.
 
 Pure functions over pydantic models and JSON values, used by the vLLM seam (with vLLM's own
 request model) and by the API tests' fake engine, so both refuse the same way. Nothing here
@@ -8,29 +8,16 @@ imports vllm.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, Required, TypeVar
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
 from typing_extensions import TypedDict
 
 from nimctl.errors import BadRequestError
-
-# pydantic's error types for a scalar of the wrong JSON type, and what the field takes instead.
-_KIND_NAMES = {
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "int_type": "an integer",
-    "int_parsing": "an integer",
-    "int_from_float": "an integer",
-    "float_type": "a number",
-    "float_parsing": "a number",
-}
-
+from nimctl.validation_errors import request_error
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -80,7 +67,7 @@ class StrictRequestModel(Generic[ModelT]):
         try:
             return self.model.model_validate(data, strict=True)
         except ValidationError as exc:
-            raise request_validation_error(exc, payload) from None
+            raise request_error(exc.errors(), payload) from None
 
 
 def _dataclasses_in(annotation: Any) -> Iterator[type]:
@@ -113,57 +100,11 @@ def _dataclass_instance(
     try:
         checked = fields.validate_python(value, strict=True)
     except ValidationError as exc:
-        raise request_validation_error(exc, value, prefix=(name,)) from None
+        raise request_error(exc.errors(), value, prefix=(name,)) from None
     try:
         return kind(**checked)
     except Exception as exc:  # the dataclass's own __post_init__ checks (vLLM's raise its own)
         raise BadRequestError(f"Invalid request: {name}: {exc}", param=name) from None
-
-
-def request_validation_error(
-    exc: ValidationError, payload: Any, prefix: tuple[str | int, ...] = ()
-) -> BadRequestError:
-    """The first validation problem, located by its path in the body (`param`)."""
-    errors = exc.errors()
-    first: ErrorDetails = (
-        errors[0] if errors else {"type": "", "loc": (), "msg": str(exc), "input": None}
-    )
-    path = json_path(first["loc"], payload, keep_last=first["type"] == "missing")
-    loc = ".".join(str(part) for part in (*prefix, *path)) or None
-    if loc is None:  # a model-level check; vLLM's errors say which field they are about
-        loc = getattr(first.get("ctx", {}).get("error"), "parameter", None)
-    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    kind = _KIND_NAMES.get(first["type"])
-    if kind and loc:
-        shown = json.dumps(first.get("input"), default=str)
-        text = f"Invalid request: {loc} must be {kind}, not {shown[:40]}{more}."
-    else:
-        message = first["msg"].removeprefix("Value error, ")
-        text = f"Invalid request: {loc}: {message}{more}" if loc else f"Invalid request: {message}"
-    return BadRequestError(text, param=loc)
-
-
-def json_path(
-    loc: tuple[str | int, ...], payload: Any, *, keep_last: bool = False
-) -> tuple[str | int, ...]:
-    """pydantic's error location as a path in the body: keys and indices that are there.
-
-    pydantic puts the names of union members and wrapping validators into locations
-    (`response_format.function-wrap[__log_extra_fields__()].json_schema`); a client needs the
-    path of what it sent. A missing field (`keep_last`) is named although it is not there.
-    """
-    path: list[str | int] = []
-    node = payload
-    for index, part in enumerate(loc):
-        there = (isinstance(node, Mapping) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        )
-        if there:
-            node = node[part]
-        elif not (keep_last and index == len(loc) - 1):
-            continue
-        path.append(part)
-    return tuple(path)
 
 
 # --- structured outputs ---------------------------------------------------------------------

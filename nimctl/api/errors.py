@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from nimctl.api.state import app_state
 from nimctl.errors import NimError, Refusal, TooManyRequestsError, error_body
+from nimctl.validation_errors import framework_request_error
 
 logger = logging.getLogger("nimctl.api")
 
@@ -55,12 +56,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    loc = ".".join(str(p) for p in first.get("loc", ()))
-    return JSONResponse(
-        error_body(f"Invalid request: {loc}: {first['msg']}", "BadRequestError", 400, loc or None),
-        status_code=400,
-    )
+    """A typed route parameter FastAPI refused: read as the request path's own refusals."""
+    return error_response(framework_request_error(exc.errors(), exc.body))
 
 
 async def _client_left(request: Request, _: Exception) -> Response:

@@ -11,7 +11,10 @@ Deployment: one leader pod serving HTTP and the engine, and worker pods joining 
     print(dump_yaml(objects), end="")
 
 `values` owns the values file (model, defaults, validation), `pod` the pod (container, env,
-probes, resources), `objects` the Kubernetes objects that hold it.
+probes, resources), `objects` the Kubernetes objects that hold it. What depends on a `NIM_*`
+setting is rendered from the pod's configuration (`nimctl.config.pod_config`: the values' `env:`
+validated as the pod's settings, the profile with them applied); the variables themselves are
+only written into the container's `env:`.
 """
 
 from nimctl.k8s.objects import (

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from nimctl import __version__
+from nimctl.config import pod_config
 from nimctl.download import hub_model
 from nimctl.errors import ConfigError
 from nimctl.k8s.pod import (
@@ -22,15 +23,13 @@ from nimctl.k8s.pod import (
     download_container,
     main_container,
     pod_spec,
-    port_of,
-    ray_port,
     tls_enabled,
     worker_container,
 )
 from nimctl.k8s.startup import startup_failure_threshold
 from nimctl.k8s.values import NUMBER_LIKE, Values, validate_values
-from nimctl.profiles import Profile, apply_settings
-from nimctl.settings import settings_for_pod
+from nimctl.profiles import Profile
+from nimctl.settings import NimSettings
 
 APP_NAME = "nimctl"
 PROFILE_LABEL = "nimctl.dev/profile"
@@ -87,16 +86,14 @@ def render_manifests(
     _check_names(profile, release, namespace)
     job_env = container_env(spec, profile, profile_id)
     env = job_env
-    if download_job and DISABLE_DOWNLOAD not in spec.env:
+    if download_job and all(e["name"] != DISABLE_DOWNLOAD for e in job_env):  # a set value wins
         env = [*job_env, {"name": DISABLE_DOWNLOAD, "value": "1"}]
-    # The pods' own settings and profile, validated as `nimctl serve` will in each of them.
-    settings = settings_for_pod({e["name"]: e["value"] for e in env if "value" in e})
-    try:
-        served = apply_settings(profile, settings)
-    except ConfigError as exc:
-        raise ConfigError(f"invalid values env: {exc}") from None
+    # The pods' own configuration, validated as `nimctl serve` will in each of them; what
+    # follows reads it, not the variables' strings.
+    pod = pod_config(profile, {e["name"]: e["value"] for e in env if "value" in e})
+    settings, served = pod.settings, pod.profile
     gpus = served.hardware.gpus
-    check_values(spec)
+    check_values(spec, settings)
     nodes = _nodes(spec, profile, gpus)
     # The pods download what the cache lacks, unless told not to (the Job fills it first).
     downloads = hub_model(served) is not None and not settings.disable_model_download
@@ -108,13 +105,22 @@ def render_manifests(
     )
 
     if nodes > 1:
-        _check_multi_node(spec, release, startup_failures)
+        _check_multi_node(spec, settings, release, startup_failures)
         workload = _leader_worker_set(
-            spec, profile, profile_id, release, namespace, env, gpus, nodes, startup_failures
+            spec,
+            settings,
+            profile,
+            profile_id,
+            release,
+            namespace,
+            env,
+            gpus,
+            nodes,
+            startup_failures,
         )
     else:
         workload = _deployment(
-            spec, profile, profile_id, release, namespace, env, gpus, startup_failures
+            spec, settings, profile, profile_id, release, namespace, env, gpus, startup_failures
         )
     objects = [workload]
     objects.append(_service(spec, profile, release, namespace, leaders_only=nodes > 1))
@@ -122,11 +128,11 @@ def render_manifests(
     if claim is not None:
         objects.append(claim)
     if spec.metrics.serviceMonitor.enabled:
-        objects.append(_service_monitor(spec, profile, release, namespace))
+        objects.append(_service_monitor(spec, settings, profile, release, namespace))
     if spec.autoscaling.enabled:
         objects.append(_autoscaler(spec, profile, release, namespace, workload))
     if download_job:
-        objects.append(_download_job(spec, profile, release, namespace, job_env, nodes))
+        objects.append(_download_job(spec, settings, profile, release, namespace, job_env, nodes))
     return objects
 
 
@@ -194,6 +200,7 @@ def _metadata(
 
 def _deployment(
     spec: Values,
+    settings: NimSettings,
     profile: Profile,
     profile_id: str,
     release: str,
@@ -216,7 +223,7 @@ def _deployment(
         "spec": pod_spec(
             spec,
             profile,
-            main_container(spec, env, gpus, startup_failures),
+            main_container(spec, settings, env, gpus, startup_failures),
             gpus,
             _cache_source(spec, profile, release, nodes=1),
         ),
@@ -245,6 +252,7 @@ def lws_name(release: str) -> str:
 
 def _leader_worker_set(
     spec: Values,
+    settings: NimSettings,
     profile: Profile,
     profile_id: str,
     release: str,
@@ -269,9 +277,9 @@ def _leader_worker_set(
         {"name": "NIM_CLUSTER_START_TIMEOUT", "value": str(spec.multiNode.clusterStartTimeout)},
         *env[1:],
     ]
-    ray = {"name": RAY_PORT_NAME, "containerPort": ray_port(spec.env), "protocol": "TCP"}
-    leader = main_container(spec, env, per_node, startup_failures, extra_ports=[ray])
-    worker = worker_container(spec, copy.deepcopy(env), per_node)
+    ray = {"name": RAY_PORT_NAME, "containerPort": settings.ray_port, "protocol": "TCP"}
+    leader = main_container(spec, settings, env, per_node, startup_failures, extra_ports=[ray])
+    worker = worker_container(spec, settings, copy.deepcopy(env), per_node)
     lws_spec: dict[str, Any] = {}
     if not spec.autoscaling.enabled:
         # With an HPA, a replica count here would reset its choice on every apply.
@@ -328,6 +336,7 @@ def download_job_name(release: str) -> str:
 
 def _download_job(
     spec: Values,
+    settings: NimSettings,
     profile: Profile,
     release: str,
     namespace: str | None,
@@ -359,7 +368,7 @@ def _download_job(
     pod = pod_spec(
         spec,
         profile,
-        download_container(spec, env, selected),
+        download_container(spec, settings, env, selected),
         0,
         _cache_source(spec, profile, release, nodes),
     )
@@ -480,12 +489,12 @@ def _service(
 
 
 def _service_monitor(
-    spec: Values, profile: Profile, release: str, namespace: str | None
+    spec: Values, settings: NimSettings, profile: Profile, release: str, namespace: str | None
 ) -> dict[str, Any]:
     monitor = spec.metrics.serviceMonitor
     endpoint: dict[str, Any] = {"port": monitor.port, "path": monitor.path}
     endpoint["interval"] = monitor.interval
-    if tls_enabled(spec):
+    if tls_enabled(settings):
         endpoint["scheme"] = "https"
     if monitor.tlsConfig:
         endpoint["tlsConfig"] = dict(monitor.tlsConfig)
@@ -587,22 +596,24 @@ def _nodes(spec: Values, profile: Profile, gpus: int) -> int:
     return nodes
 
 
-def _check_multi_node(spec: Values, release: str, startup_failures: int) -> None:
+def _check_multi_node(
+    spec: Values, settings: NimSettings, release: str, startup_failures: int
+) -> None:
     """What a LeaderWorkerSet needs beyond what a Deployment does."""
     if spec.strategy:
         raise ConfigError(
             "invalid values strategy: a Deployment's; a LeaderWorkerSet replaces one group at a "
             "time (set strategy: {} with multi-node profiles)"
         )
-    backend = spec.env.get("NIM_DISTRIBUTED_EXECUTOR_BACKEND")
-    if backend is not None and str(backend) != "ray":
+    backend = settings.distributed_executor_backend
+    if backend is not None and backend != "ray":
         raise ConfigError(
             f"invalid values env.NIM_DISTRIBUTED_EXECUTOR_BACKEND={backend!r}: more than one "
             "node needs vLLM's Ray executor (ray)"
         )
-    if ray_port(spec.env) == port_of(spec.env):
+    if settings.ray_port == settings.server_port:
         raise ConfigError(
-            f"invalid values env.NIM_RAY_PORT={ray_port(spec.env)}: NIM_SERVER_PORT uses it"
+            f"invalid values env.NIM_RAY_PORT={settings.ray_port}: NIM_SERVER_PORT uses it"
         )
     startup = spec.startupProbe
     window = startup.initialDelaySeconds + startup.periodSeconds * startup_failures

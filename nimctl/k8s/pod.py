@@ -1,5 +1,9 @@
-"""The pod of a nimctl deployment: its container, environment (validated as each pod's
-settings), probes, resources and volumes, from a profile and validated values."""
+"""The pod of a nimctl deployment: its container, environment, probes, resources and volumes.
+
+The values file's `env:` is written into the container as given (`container_env`); everything
+else that depends on a `NIM_*` variable (the port, the cache mount, the probes' scheme) reads the
+pod's validated settings (`nimctl.config.pod_config`), never the variable's string.
+"""
 
 from __future__ import annotations
 
@@ -94,6 +98,7 @@ def pod_spec(
 
 def main_container(
     spec: Values,
+    settings: NimSettings,
     env: list[dict[str, Any]],
     gpus: int,
     startup_failures: int,
@@ -101,18 +106,19 @@ def main_container(
 ) -> dict[str, Any]:
     """`startup_failures`: the startup probe's failureThreshold, as nimctl.k8s.startup
     derives it."""
-    port = int(spec.env["NIM_SERVER_PORT"])
     container = _image_fields(spec)
     if spec.customCommand:
         container["command"] = list(spec.customCommand)
     if spec.customArgs:
         container["args"] = list(spec.customArgs)
     container["env"] = env
-    container["ports"] = [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}]
+    container["ports"] = [
+        {"name": PORT_NAME, "containerPort": settings.server_port, "protocol": "TCP"}
+    ]
     container["ports"] += [dict(p) for p in extra_ports]
     container["resources"] = _resources(spec, gpus)
-    container["volumeMounts"] = _volume_mounts(spec)
-    scheme = "HTTPS" if tls_enabled(spec) else "HTTP"
+    container["volumeMounts"] = _volume_mounts(spec, settings)
+    scheme = "HTTPS" if tls_enabled(settings) else "HTTP"
     for key, probe, failures in (
         ("startupProbe", spec.startupProbe, startup_failures),
         ("livenessProbe", spec.livenessProbe, spec.livenessProbe.failureThreshold),
@@ -130,7 +136,9 @@ def main_container(
     return container
 
 
-def worker_container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict[str, Any]:
+def worker_container(
+    spec: Values, settings: NimSettings, env: list[dict[str, Any]], gpus: int
+) -> dict[str, Any]:
     """`nimctl worker`: a Ray node of the leader's cluster.
 
     It serves no HTTP, so it has no probes (readiness is the leader's, which waits for every
@@ -141,13 +149,15 @@ def worker_container(spec: Values, env: list[dict[str, Any]], gpus: int) -> dict
     container["command"] = ["nimctl", "worker"]
     container["env"] = env
     container["resources"] = _resources(spec, gpus)
-    container["volumeMounts"] = _volume_mounts(spec)
+    container["volumeMounts"] = _volume_mounts(spec, settings)
     if spec.containerSecurityContext:
         container["securityContext"] = dict(spec.containerSecurityContext)
     return container
 
 
-def download_container(spec: Values, env: list[dict[str, Any]], profile: str) -> dict[str, Any]:
+def download_container(
+    spec: Values, settings: NimSettings, env: list[dict[str, Any]], profile: str
+) -> dict[str, Any]:
     """`nimctl download` in the serving image: the cache volume only, no GPU, no port.
 
     The CPU resources of the values apply (a download needs a core and little memory, not the
@@ -159,9 +169,7 @@ def download_container(spec: Values, env: list[dict[str, Any]], profile: str) ->
     resources = _resources(spec, 0)
     if resources:
         container["resources"] = resources
-    container["volumeMounts"] = [
-        {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
-    ]
+    container["volumeMounts"] = [{"name": "cache", "mountPath": str(settings.cache_path)}]
     if spec.containerSecurityContext:
         container["securityContext"] = dict(spec.containerSecurityContext)
     return container
@@ -175,18 +183,18 @@ def _image_fields(spec: Values) -> dict[str, Any]:
     }
 
 
-def _volume_mounts(spec: Values) -> list[dict[str, Any]]:
+def _volume_mounts(spec: Values, settings: NimSettings) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "cache", "mountPath": str(spec.env["NIM_CACHE_PATH"])},
+        {"name": "cache", "mountPath": str(settings.cache_path)},
     ]
     if spec.apiKeySecret.secretName:  # workers too: their settings name the file as well
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
     return mounts
 
 
-def tls_enabled(spec: Values) -> bool:
-    return str(spec.env.get("NIM_SSL_MODE", "")).upper() in {"TLS", "MTLS"}
+def tls_enabled(settings: NimSettings) -> bool:
+    return settings.ssl_mode != "DISABLED"
 
 
 def _probe(probe: ProbeValues | StartupProbeValues, failures: int, scheme: str) -> dict[str, Any]:
@@ -264,13 +272,6 @@ def container_env(spec: Values, profile: Profile, profile_id: str) -> list[dict[
         raise ConfigError(
             f"invalid values env.{unknown[0]}: not a nimctl setting (docs/configuration.md)"
         )
-    port_of(spec.env)
-    cache = str(spec.env.get("NIM_CACHE_PATH", ""))
-    if not PurePosixPath(cache).is_absolute():
-        raise ConfigError(
-            f"invalid values env.NIM_CACHE_PATH={cache!r}: an absolute path is needed"
-        )
-
     env: list[dict[str, Any]] = [
         {"name": "NIM_MODEL_PROFILE", "value": profile_id if spec.pinProfileId else profile.name}
     ]
@@ -310,31 +311,14 @@ def _env_string(value: str | int | float | bool) -> str:
     return str(value)
 
 
-def port_of(env: Mapping[str, Any], name: str = "NIM_SERVER_PORT", default: Any = None) -> int:
-    raw = env.get(name, default)
-    try:
-        port = int(str(raw))
-    except ValueError:
-        port = 0
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"invalid values env.{name}={raw!r}: a port 1-65535 is needed")
-    return port
-
-
-def ray_port(env: Mapping[str, Any]) -> int:
-    return port_of(env, "NIM_RAY_PORT", NimSettings.model_fields["ray_port"].default)
-
-
-def check_values(spec: Values) -> None:
-    raw = spec.env.get(
-        "NIM_SHUTDOWN_GRACE_PERIOD", NimSettings.model_fields["shutdown_grace_period"].default
-    )
-    try:
-        grace = float(str(raw))
-    except ValueError:
+def check_values(spec: Values, settings: NimSettings) -> None:
+    """What the values and the pod's settings must agree on (both validated on their own)."""
+    cache = str(settings.cache_path)
+    if not PurePosixPath(cache).is_absolute():  # the pod's home is not known here
         raise ConfigError(
-            f"invalid values env.NIM_SHUTDOWN_GRACE_PERIOD={raw!r}: seconds are needed"
-        ) from None
+            f"invalid values env.NIM_CACHE_PATH={cache!r}: an absolute path is needed"
+        )
+    grace = settings.shutdown_grace_period
     needed = spec.preStopSleepSeconds + grace + ENGINE_STOP_MARGIN_S
     if spec.terminationGracePeriodSeconds < needed:
         raise ConfigError(
@@ -347,7 +331,7 @@ def check_values(spec: Values) -> None:
         key: getattr(spec, key) for key in ("livenessProbe", "readinessProbe", "startupProbe")
     }
     enabled = [key for key, probe in probes.items() if probe.enabled]
-    if str(spec.env.get("NIM_SSL_MODE", "")).upper() == "MTLS" and enabled:
+    if settings.ssl_mode == "MTLS" and enabled:
         raise ConfigError(
             f"invalid values {enabled[0]}.enabled: with env.NIM_SSL_MODE=MTLS nimctl requires "
             "client certificates, which the kubelet's HTTPS probes do not present; use TLS or "

@@ -12,13 +12,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nimctl.errors import ConfigError
+from nimctl.validation_errors import describe, key_path
 
 # Same syntax as Prometheus durations (the ServiceMonitor CRD's pattern).
 _DURATION = (
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
 )
 NUMBER_LIKE = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-_UNION_MEMBERS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}
 
 
 # Values model: every key is required, because nimctl/k8s/values.yaml supplies the defaults; strict,
@@ -183,7 +183,7 @@ def validate_values(values: Mapping[str, Any]) -> Values:
     try:
         return Values.model_validate(dict(values))
     except ValidationError as exc:
-        raise ConfigError(f"invalid values: {_describe(exc)}") from None
+        raise ConfigError(_describe(exc)) from None
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -201,27 +201,9 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError) -> str:
-    # A union reports once per member (loc ends in "str", "int", ...): merge those into one.
-    found: dict[str, tuple[str, list[str]]] = {}
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        member = _UNION_MEMBERS.get(loc[-1]) if loc else None
-        if member:
-            loc.pop()
-        key = ".".join(loc) or "values"
-        if err["type"] == "extra_forbidden":
-            head, message = key, "unknown key (nimctl/k8s/values.yaml lists the keys)"
-        elif err["type"] == "missing":
-            head, message = key, "missing"
-        else:
-            head, message = f"{key}={err.get('input')!r}", member or err["msg"]
-        found.setdefault(key, (head, []))[1].append(message)
-    parts = []
-    for head, messages in found.values():
-        if all(m in _UNION_MEMBERS.values() for m in messages):
-            *rest, last = messages
-            text = f"should be a {', '.join(rest)} or {last}" if rest else f"should be a {last}"
-        else:
-            text = "; ".join(messages)
-        parts.append(f"{head}: {text}")
-    return "; ".join(parts)
+    lines = describe(
+        exc,
+        lambda loc: f"values {key_path(loc)}" if loc else "values",
+        unknown="unknown key (nimctl/k8s/values.yaml lists the keys)",
+    )
+    return "; ".join(f"invalid {line}" for line in lines)

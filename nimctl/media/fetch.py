@@ -38,8 +38,8 @@ from tenacity import (
 )
 
 from nimctl import __version__
+from nimctl.allowlist import ALLOWLIST_SETTING, NUMERIC_LABEL, IPNetwork
 from nimctl.errors import ConfigError
-from nimctl.media.allowlist import ALLOWLIST_SETTING, NUMERIC_LABEL, IPNetwork
 
 logger = logging.getLogger("nimctl.media")
 

@@ -24,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nimctl.errors import ConfigError
 from nimctl.settings import NimSettings, engine_arg_settings
+from nimctl.validation_errors import describe, key_path
 
 TINY_PROFILE = "tiny"
 BUILTIN_SCHEME = "builtin:"
 ImageFormat = Literal["gif", "jpeg", "png", "webp", "bmp"]
+_UNKNOWN_KEY = "unknown key (docs/profiles.md lists the keys)"
 
 # Engine arguments that a profile states through its own fields, so that one value feeds
 # both the guard and vLLM and cannot disagree.
@@ -236,7 +238,7 @@ class ProfileStore:
             try:
                 profiles.append(Profile.model_validate(data))
             except ValidationError as exc:
-                raise ConfigError(f"{origin[name]}: {_describe(exc)}") from None
+                raise ConfigError(_describe(exc, str(origin[name]))) from None
         return cls(profiles)
 
     def __iter__(self) -> Any:
@@ -351,8 +353,10 @@ def apply_settings(profile: Profile, settings: NimSettings) -> Profile:
     try:
         return Profile.model_validate({**profile.model_dump(), **update})
     except ValidationError as exc:
+        # Profile and settings together: no one file or variable to name, the problem says.
+        lines = describe(exc, key_path, unknown=_UNKNOWN_KEY)
         raise ConfigError(
-            f"profile {profile.name} with the given settings: {_describe(exc)}"
+            f"profile {profile.name} with the given settings: {'; '.join(lines)}"
         ) from None
 
 
@@ -392,9 +396,9 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
     return out
 
 
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'profile'}: "
-        f"{err['msg'].removeprefix('Value error, ')}"
-        for err in exc.errors()
+def _describe(exc: ValidationError, file: str) -> str:
+    """One line naming the file and each bad key."""
+    lines = describe(
+        exc, lambda loc: f"{file} {key_path(loc)}" if loc else file, unknown=_UNKNOWN_KEY
     )
+    return "; ".join(f"invalid {line}" for line in lines)

@@ -18,8 +18,8 @@ from typing import Any
 import httpcore
 import pytest
 
+from nimctl.allowlist import parse_allowlist
 from nimctl.errors import ConfigError
-from nimctl.media.allowlist import parse_allowlist
 from nimctl.media.fetch import (
     FetchError,
     FetchPolicy,

@@ -916,6 +916,29 @@ def test_mtls_cannot_be_probed(store):
     assert "readinessProbe" not in container_of(render(store, "tiny", values))
 
 
+@pytest.mark.parametrize(
+    ("values", "port"),
+    [
+        ({"env": {"NIM_SERVER_PORT": None}}, 8000),  # the pod's default
+        (
+            {
+                "env": {"NIM_SERVER_PORT": None},
+                "extraEnv": [{"name": "NIM_SERVER_PORT", "value": "9001"}],
+            },
+            9001,
+        ),
+        ({"env": {"NIM_SERVER_PORT": "9002", "NIM_SSL_MODE": "tls", **TLS_FILES}}, 9002),
+    ],
+)
+def test_the_container_is_rendered_from_the_pods_settings(store, values, port):
+    """The port (wherever the pod's environment sets it) and the probes' scheme are the pod's
+    validated settings, as `nimctl serve` will read them there, not the values' strings."""
+    container = container_of(render(store, "tiny", values))
+    assert container["ports"][0]["containerPort"] == port
+    tls = "NIM_SSL_MODE" in values["env"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == ("HTTPS" if tls else "HTTP")
+
+
 def test_load_values_merges_a_file_over_the_defaults(tmp_path):
     path = tmp_path / "values.yaml"
     path.write_text(

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
 
+import nimctl.settings
 from nimctl.errors import ConfigError
 from nimctl.settings import NimSettings, load_settings, unknown_nim_variables
 
@@ -231,3 +233,32 @@ def test_bad_cors_settings_stop_with_one_line(monkeypatch, name, value, message)
     with pytest.raises(ConfigError, match=message) as caught:
         load_settings()
     assert str(caught.value).startswith(f"invalid {name}=") and "\n" not in str(caught.value)
+
+
+# Leaf modules: each parses one kind of value and imports nothing of nimctl but errors.
+SETTINGS_MAY_IMPORT = {
+    "nimctl.allowlist",
+    "nimctl.cors",
+    "nimctl.errors",
+    "nimctl.keys",
+    "nimctl.validation_errors",
+}
+
+
+def nimctl_imports(path: str) -> set[str]:
+    tree = ast.parse(Path(path).read_text())
+    return {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nimctl")
+    }
+
+
+def test_settings_sit_below_every_module_that_reads_them():
+    """Nearly every module reads the settings, so the settings may lean only on leaf parsers:
+    importing a package that reads settings back (media/ did, for the allowlist) turns the
+    layers into a circle."""
+    assert nimctl_imports(nimctl.settings.__file__) <= SETTINGS_MAY_IMPORT
+    for leaf in SETTINGS_MAY_IMPORT - {"nimctl.errors"}:
+        path = Path(nimctl.settings.__file__).with_name(leaf.split(".")[1] + ".py")
+        assert nimctl_imports(str(path)) <= {"nimctl.errors"}, leaf
