@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from nimctl.engine.base import AdapterRefusedError, Engine
-from nimctl.errors import ConfigError
+from nimctl.settings import require_peft_directory
 
 logger = logging.getLogger("nimctl.adapters")
 
@@ -51,12 +51,6 @@ def scan(directory: Path) -> dict[str, Path]:
         if (path / CONFIG_FILE).is_file() and any((path / f).is_file() for f in WEIGHT_FILES):
             found[entry.name] = path
     return found
-
-
-def require_directory(path: Path) -> None:
-    """What `serve` and `check` refuse: a NIM_PEFT_SOURCE that is not a directory."""
-    if not path.is_dir():
-        raise ConfigError(f"invalid NIM_PEFT_SOURCE={str(path)!r}: no such directory")
 
 
 @dataclass(frozen=True)
@@ -103,7 +97,7 @@ class AdapterSync:
 
     async def first_sync(self) -> None:
         """Load what the directory holds at start; ConfigError if it is not a directory."""
-        await asyncio.to_thread(require_directory, self._directory)
+        await asyncio.to_thread(require_peft_directory, self._directory)
         await self.sync()
         logger.info(
             "LoRA adapters from %s: %d loaded, %d refused%s",

@@ -709,3 +709,11 @@ def _shown_default(default: Any) -> str:
     if default == "":
         return "empty"
     return f"`{default}`"
+
+
+def require_peft_directory(path: Path) -> None:
+    """What `serve` and `check` refuse: a NIM_PEFT_SOURCE that is not a directory. Checked
+    when the engine configuration is (the directory may be mounted after the settings are
+    read), and again by the adapter sync at start."""
+    if not path.is_dir():
+        raise ConfigError(f"invalid NIM_PEFT_SOURCE={str(path)!r}: no such directory")

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from nimctl.engine.base import AdapterRefusedError, ChatResult, EngineDeadError
 from nimctl.errors import BadRequestError, ConfigError, NimError
 from nimctl.profiles import BUILTIN_SCHEME, OWNED_ENGINE_ARGS, Profile
-from nimctl.settings import NimSettings
+from nimctl.settings import NimSettings, require_peft_directory
 from nimctl.startup import Phase, StartupProgress
 from nimctl.validation import ModelT, StrictRequestModel, unsatisfiable_schema
 
@@ -314,7 +314,7 @@ class VllmEngine:
         for index, parameters in forced_tool_parameters(request):
             reason = unsatisfiable_schema(parameters)
             if reason:
-                param = f"tools.{index}.function.parameters"
+                param = f"tools[{index}].function.parameters"
                 raise BadRequestError(
                     f"Invalid {param}: {reason}; tool_choice forces a call of this tool.",
                     param=param,
@@ -631,9 +631,7 @@ def check_engine_config(profile: Profile, settings: NimSettings) -> None:
     (ConfigError)."""
     validate_parsers(profile)
     if settings.peft_source is not None:
-        from nimctl.adapters import require_directory
-
-        require_directory(settings.peft_source.expanduser())
+        require_peft_directory(settings.peft_source.expanduser())
     build_engine_args(profile, settings, profile.model)
 
 

@@ -436,8 +436,7 @@ def test_strict_mode_hazards_of_vllms_request_model_are_known():
                 ],
                 "tool_choice": "required",
             },
-            # Named by engine/vllm.py itself, not by pydantic: still dotted there.
-            "tools.1.function.parameters",
+            "tools[1].function.parameters",
             "tool_choice forces a call",
         ),
     ],
