@@ -376,7 +376,7 @@ class _Meter:
 
     def done(self) -> int:
         complete = sum(n for p, n in self._sizes.items() if (self._snapshot / p).is_file())
-        partial = resume.partial_bytes(self._staging) + sum(
+        partial = resume.partial_bytes(self._staging, self._sizes) + sum(
             _file_size(p) for p in self._incomplete() if p not in self._orphans
         )
         return min(complete + partial, self._total)

@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,7 @@ PARTIAL, SIDECAR, LOCK = ".part", ".json", ".lock"
 # stays partial for the next run): huggingface_hub's http_get allows as many.
 RETRIES = 5
 RETRY_WAIT_S = 1.0
-# Bytes a rerun must find again: a callback, so the progress meter's baseline drops with them.
+# Told of bytes counted as done that are thrown away, so the progress meter's baseline drops too.
 Lost = Callable[[int], None]
 
 
@@ -88,9 +88,9 @@ def partial_path(staging: Path, path: str) -> Path:
     return staging / f"{quote(path, safe='')}{PARTIAL}"
 
 
-def partial_bytes(staging: Path) -> int:
-    """Bytes in the partial files of one commit: what the progress meter counts as done."""
-    return sum(_size(partial) for partial in staging.glob(f"*{PARTIAL}"))
+def partial_bytes(staging: Path, paths: Iterable[str]) -> int:
+    """Bytes in these files' partials: what the progress meter counts as done of them."""
+    return sum(_size(partial_path(staging, path)) for path in paths)
 
 
 def discard_other_commits(root: Path, commit: str) -> None:
@@ -214,12 +214,14 @@ def _resumable(partial: Path, target: _Target, lost: Lost) -> _State:
     note = _read_sidecar(partial.with_suffix(SIDECAR))
     if note.get("etag") != target.etag or note.get("size") != target.size:
         logger.info(
-            "%s: the %d bytes kept from an earlier run are of ETag %s, the hub's is %s now: "
-            "starting over",
+            "%s: the %d bytes kept from an earlier run were of ETag %s, size %s; the hub has "
+            "ETag %s, size %d now: starting over",
             target.path,
             kept,
             note.get("etag"),
+            note.get("size"),
             target.etag,
+            target.size,
         )
         _discard(partial, kept, lost)
         return state

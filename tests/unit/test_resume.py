@@ -21,12 +21,13 @@ def test_a_file_in_a_folder_waits_under_one_flat_name(tmp_path):
     assert partial.name == "original%2Fmodel-00001-of-00002.safetensors.part"
 
 
-def test_only_partial_files_count_as_bytes_done(tmp_path):
+def test_only_the_partials_of_the_files_asked_for_count_as_bytes_done(tmp_path):
     resume.partial_path(tmp_path, "a.safetensors").write_bytes(b"x" * 10)
+    resume.partial_path(tmp_path, "other.safetensors").write_bytes(b"x" * 5)  # another profile's
     (tmp_path / "a.safetensors.json").write_text("{}")
     (tmp_path / "a.safetensors.lock").write_bytes(b"")
-    assert resume.partial_bytes(tmp_path) == 10
-    assert resume.partial_bytes(tmp_path / "absent") == 0
+    assert resume.partial_bytes(tmp_path, ["a.safetensors", "b.safetensors"]) == 10
+    assert resume.partial_bytes(tmp_path / "absent", ["a.safetensors"]) == 0
 
 
 def test_a_staging_place_on_another_filesystem_is_copied_beside_the_blob_first(
