@@ -114,6 +114,10 @@ def _partial(cache: Path, commit: str) -> Path:
     return partial_path(staging, SHARD)
 
 
+def _holds(partial: Path, size: int) -> bool:
+    return partial.is_file() and partial.stat().st_size == size
+
+
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -132,7 +136,7 @@ def _cut_off(repo: FakeHub, env: dict[str, str], cache: Path, log: Path) -> Path
     partial = _partial(cache, repo.commit)
     try:
         assert reached.wait(DOWNLOAD_TIMEOUT_S), log.read_text()
-        wait_for(lambda: partial.is_file() and partial.stat().st_size == CUT, DOWNLOAD_TIMEOUT_S)
+        wait_for(lambda: _holds(partial, CUT), DOWNLOAD_TIMEOUT_S)
     finally:
         run.kill()
         run.wait()
@@ -287,7 +291,7 @@ def test_two_runs_on_one_cache_share_a_file_through_its_lock(
         first = _start(env, tmp_path / "first.log")
         try:
             assert reached.wait(DOWNLOAD_TIMEOUT_S)
-            wait_for(lambda: _partial(cache, repo.commit).stat().st_size == CUT, 60)
+            wait_for(lambda: _holds(_partial(cache, repo.commit), CUT), DOWNLOAD_TIMEOUT_S)
             second = _start(env, tmp_path / "second.log")
             waiting = f"{SHARD}: another run is fetching it; waiting for that run"
             wait_for(lambda: waiting in (tmp_path / "second.log").read_text(), DOWNLOAD_TIMEOUT_S)
