@@ -33,6 +33,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -62,11 +63,12 @@ class RepoFile:
     def lfs(self) -> bool:
         return self.path.endswith(LFS_SUFFIXES)
 
-    @property
+    # Cached: a test's shard is hashed once, not on every request that names it.
+    @cached_property
     def git_oid(self) -> str:
         return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
 
