@@ -7,6 +7,10 @@ transformers already read, and `HF_TOKEN` / `HF_ENDPOINT` work as everywhere els
 then asks `cached_snapshot` whether that cache is complete for the profile: if it is, the engine
 loads the snapshot directory with the hub switched off, so a start never waits on the network.
 
+Each file is fetched by `nimctl.resume`: a file cut off by a killed run is continued by the
+next one from the bytes it kept (`NIM_CACHE_PATH/downloads/partial/`), then handed to
+huggingface_hub's layout.
+
 Completeness is judged against the manifest `nimctl download` writes once every file is in
 (`NIM_CACHE_PATH/downloads/`: the commit and the repository's file listing with sizes): a file
 the profile needs that is absent or short is a named error before the engine starts, rather than
@@ -29,6 +33,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from nimctl import resume
 from nimctl.errors import ConfigError
 from nimctl.profiles import BUILTIN_SCHEME, Profile
 from nimctl.settings import NimSettings, env_name
@@ -169,6 +174,16 @@ def manifest_path(settings: NimSettings, model: HubModel) -> Path:
     return settings.cache_dir / "downloads" / name
 
 
+def staging_dir(settings: NimSettings, model: HubModel, commit: str) -> Path:
+    """Where a commit's files wait, partial, for the rest (`nimctl.resume`): nimctl's own, so
+    that huggingface_hub neither deletes nor trips over them."""
+    return _staging_root(settings, model) / commit
+
+
+def _staging_root(settings: NimSettings, model: HubModel) -> Path:
+    return settings.cache_dir / "downloads" / "partial" / _storage_name(model.repo_id)
+
+
 def _storage_name(repo_id: str) -> str:
     return f"models--{repo_id.replace('/', '--')}"
 
@@ -194,8 +209,9 @@ def download(
 ) -> Outcome:
     """Fill the cache with what `profile` loads: generate a builtin model, fetch a Hub one.
 
-    A file already complete in the cache is not fetched again, so a run after a failed one
-    fetches only what is still missing. `report` receives the progress lines (the logger by
+    A file already complete in the cache is not fetched again, and one cut off part-way is
+    continued from the bytes kept, so a run after a failed or killed one fetches only what is
+    still missing. `report` receives the progress lines (the logger by
     default), at most one per `progress_interval` seconds. With `measure` (what `serve` passes,
     to show the download as a start-up phase), the periodic samples go to it instead of lines
     to `report`, which then receives only the first and last lines.
@@ -249,7 +265,12 @@ def _fetch(
         raise DownloadError(f"{model.repo_id}@{model.revision}: {_cause(exc)}") from exc
     if commit is None:  # the Hub always names the commit; a proxy or mirror might not
         raise DownloadError(f"{model.repo_id}@{model.revision}: the hub named no commit")
-    listing = {f.path: f.size for f in tree if files.wanted(f.path)}
+    wanted = [
+        resume.HubFile(f.path, f.size, f.lfs.sha256 if f.lfs else None)
+        for f in tree
+        if files.wanted(f.path)
+    ]
+    listing = {f.path: f.size for f in wanted}
     if not listing:
         raise DownloadError(
             f"{model.repo_id}@{model.revision}: no file matches {', '.join(files.allow)}"
@@ -259,7 +280,9 @@ def _fetch(
         f"{model.repo_id}@{model.revision} (commit {commit[:12]}): {len(listing)} files, "
         f"{_size(total)} into {cache}"
     )
-    meter = _Meter(cache / _storage_name(model.repo_id), commit, listing, total)
+    staging = staging_dir(settings, model, commit)
+    resume.discard_other_commits(_staging_root(settings, model), commit)
+    meter = _Meter(cache / _storage_name(model.repo_id), commit, listing, total, staging)
     stop = threading.Event()
     reporter = threading.Thread(
         target=meter.run,
@@ -269,7 +292,7 @@ def _fetch(
     )
     reporter.start()
     try:
-        _fetch_files(model.repo_id, commit, sorted(listing), cache)
+        _fetch_files(model.repo_id, commit, wanted, cache, staging, meter.lost)
     finally:
         stop.set()
         reporter.join()
@@ -293,17 +316,21 @@ def _fetch(
     return Outcome(cache / _storage_name(model.repo_id) / "snapshots" / commit, len(listing), total)
 
 
-def _fetch_files(repo_id: str, commit: str, names: list[str], cache: Path) -> None:
-    """Each file through `hf_hub_download`, several at once, as `snapshot_download` does; one
-    call per file so that a failure names its file (a weight's bytes come from a CDN URL that
-    does not). Files already in the cache are not asked for again; the first failure cancels
-    what has not started."""
-    from huggingface_hub import hf_hub_download
-
+def _fetch_files(
+    repo_id: str,
+    commit: str,
+    wanted: list[resume.HubFile],
+    cache: Path,
+    staging: Path,
+    lost: resume.Lost,
+) -> None:
+    """Several files at once, as `snapshot_download` does; one call per file so that a failure
+    names its file (a weight's bytes come from a CDN URL that does not). Files already in the
+    cache are not asked for again; the first failure cancels what has not started."""
     with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="download") as pool:
         futures = {
-            pool.submit(hf_hub_download, repo_id, name, revision=commit, cache_dir=cache): name
-            for name in names
+            pool.submit(resume.fetch, repo_id, commit, file, cache, staging, lost): file.path
+            for file in sorted(wanted, key=lambda f: f.path)
         }
         for future in as_completed(futures):
             error = future.exception()
@@ -321,29 +348,56 @@ def _write_json(path: Path, content: Mapping[str, Any]) -> None:
 
 
 class _Meter:
-    """Bytes on disk for the needed files: complete ones in the snapshot, partial ones as
-    huggingface_hub's `.incomplete` blobs. Reading the disk rather than hooking progress bars
-    keeps the numbers right across retries and threads."""
+    """Bytes on disk for the needed files: complete ones in the snapshot, partial ones in the
+    staging place (`nimctl.resume`) and as huggingface_hub's `.incomplete` blobs (its Xet
+    downloads). Reading the disk rather than hooking progress bars keeps the numbers right
+    across retries and threads."""
 
-    def __init__(self, storage: Path, commit: str, sizes: Mapping[str, int], total: int) -> None:
+    def __init__(
+        self,
+        storage: Path,
+        commit: str,
+        sizes: Mapping[str, int],
+        total: int,
+        staging: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._storage = storage
         self._snapshot = storage / "snapshots" / commit
+        self._staging = staging
         self._sizes = sizes
         self._total = total
-        self._began = time.monotonic()
+        self._guard = threading.Lock()
+        # huggingface_hub's temporary files of killed runs: never continued, so never progress.
+        self._orphans = set(self._incomplete())
+        self._clock = clock
+        self._began = clock()
         self._start = self.done()
 
     def done(self) -> int:
         complete = sum(n for p, n in self._sizes.items() if (self._snapshot / p).is_file())
-        partial = sum(_file_size(p) for p in (self._storage / "blobs").glob("*.incomplete"))
+        partial = resume.partial_bytes(self._staging, self._sizes) + sum(
+            _file_size(p) for p in self._incomplete() if p not in self._orphans
+        )
         return min(complete + partial, self._total)
 
+    def lost(self, n: int) -> None:
+        """Bytes counted as done that will be fetched again (a partial discarded or restarted):
+        off the baseline too, so that the rate stays this run's."""
+        with self._guard:
+            self._start -= n
+
     def sample(self) -> tuple[int, int, float]:
-        """Bytes done, the total, and the rate since this run began (bytes already in the
-        cache when it began do not count as speed)."""
+        """Bytes done, the total, and the rate since this run began: bytes already in the cache
+        when it began, complete or partial, count as done but not as speed."""
         done = self.done()
-        elapsed = max(time.monotonic() - self._began, 1e-6)
-        return done, self._total, (done - self._start) / elapsed
+        elapsed = max(self._clock() - self._began, 1e-6)
+        with self._guard:
+            start = self._start
+        return done, self._total, max(done - start, 0) / elapsed
+
+    def _incomplete(self) -> list[Path]:
+        return list((self._storage / "blobs").glob("*.incomplete"))
 
     def line(self, final: bool = False) -> str:
         done, _, rate = self.sample()

@@ -8,6 +8,7 @@ first imported).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -20,9 +21,13 @@ import httpx
 import pytest
 
 from nimctl import modelgen
-from tests.support.fake_hub import FakeHub, serving
+from nimctl.download import HubModel, staging_dir
+from nimctl.resume import partial_path
+from nimctl.settings import NimSettings
+from tests.support.fake_hub import FakeHub, RepoFile, serving
 from tests.support.server import E2E_CACHE, Server, free_port, start_server
 from tests.support.tiny import TINY_MODEL
+from tests.support.waiting import wait_for
 
 REPO_ID = "nimctl-test/tiny-idefics3"
 PROFILE = "tiny-from-hub"
@@ -39,6 +44,14 @@ NEEDED = {
 }
 NOWHERE = "http://127.0.0.1:9"  # the discard port: nothing listens
 DOWNLOAD_TIMEOUT_S = 120
+# A weight file beside the tiny model's, large enough to be cut off part-way.
+SHARD = "extra.safetensors"
+SHARD_SIZE = 24 * 2**20
+# Where the hub stops sending the shard for a run to be killed: not on a chunk boundary.
+CUT = 9 * 2**20 + 12345
+EMPTY = "added_tokens.json"
+# A stalled read must outlast the test's waits: huggingface_hub's default is 10 s.
+SLOW_READS = {"HF_HUB_DOWNLOAD_TIMEOUT": "600"}
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +98,62 @@ def _nimctl(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
     )
 
 
+def _repo(model_dir: Path, directory: Path, shard: bytes) -> FakeHub:
+    """The tiny model's repository with `shard` added as SHARD, and an empty file."""
+    directory.mkdir()
+    for name in NEEDED:
+        (directory / name).write_bytes((model_dir / name).read_bytes())
+    (directory / SHARD).write_bytes(shard)
+    (directory / EMPTY).write_bytes(b"")
+    return FakeHub.of_directory(REPO_ID, directory)
+
+
+def _partial(cache: Path, commit: str) -> Path:
+    """Where nimctl keeps the shard's bytes between runs."""
+    staging = staging_dir(NimSettings(cache_path=cache), HubModel(REPO_ID, "main"), commit)
+    return partial_path(staging, SHARD)
+
+
+def _holds(partial: Path, size: int) -> bool:
+    return partial.is_file() and partial.stat().st_size == size
+
+
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "nimctl", "download", "--profile", PROFILE],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+def _cut_off(repo: FakeHub, env: dict[str, str], cache: Path, log: Path) -> Path:
+    """A `nimctl download` killed outright (SIGKILL: no handler runs) once CUT bytes of the
+    shard are on disk; the partial file it left."""
+    reached = repo.stall_at(SHARD, CUT)
+    run = _start(env, log)
+    partial = _partial(cache, repo.commit)
+    try:
+        assert reached.wait(DOWNLOAD_TIMEOUT_S), log.read_text()
+        wait_for(lambda: _holds(partial, CUT), DOWNLOAD_TIMEOUT_S)
+    finally:
+        run.kill()
+        run.wait()
+    return partial
+
+
+def _cached(cache: Path, name: str, commit: str) -> Path:
+    """The file as huggingface_hub's own cache lookup finds it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        REPO_ID, name, cache_dir=cache / "huggingface" / "hub", revision=commit
+    )
+    assert isinstance(found, str), found
+    return Path(found)
+
+
 def _snapshot(cache: Path) -> Path:
     storage = cache / "huggingface" / "hub" / f"models--{REPO_ID.replace('/', '--')}"
     (snapshot,) = (storage / "snapshots").iterdir()
@@ -114,27 +183,129 @@ def test_download_fetches_the_profiles_files_with_the_token(
 def test_a_dropped_connection_is_resumed_with_a_range_request(
     model_dir: Path, profiles: Path, tmp_path: Path
 ) -> None:
-    """huggingface_hub resumes within the run from the bytes it has written (it writes in
-    10 MiB chunks, so a weight file larger than that is needed to see a Range request)."""
-    shard = os.urandom(24 * 2**20)
-    (tmp_path / "repo").mkdir()
-    for name in NEEDED:
-        (tmp_path / "repo" / name).write_bytes((model_dir / name).read_bytes())
-    (tmp_path / "repo" / "extra.safetensors").write_bytes(shard)
+    """The run continues from the bytes it has written."""
+    shard = os.urandom(SHARD_SIZE)
     cut = 16 * 2**20
-    repo = FakeHub.of_directory(REPO_ID, tmp_path / "repo")
-    repo.drop_once["extra.safetensors"] = cut
+    repo = _repo(model_dir, tmp_path / "repo", shard)
+    repo.drop_once[SHARD] = cut
 
     with serving(repo):
         done = _nimctl("download", "--profile", PROFILE, env=_env(tmp_path, profiles, repo.url))
 
     assert done.returncode == 0, done.stderr
-    first, second = repo.gets("extra.safetensors")
+    first, second = repo.gets(SHARD)
     assert first.range is None
     assert second.range is not None
     resumed_at = int(second.range.removeprefix("bytes=").removesuffix("-"))
     assert 0 < resumed_at <= cut  # only what had not arrived is fetched again
-    assert (_snapshot(tmp_path) / "extra.safetensors").read_bytes() == shard
+    assert (_snapshot(tmp_path) / SHARD).read_bytes() == shard
+
+
+def test_a_killed_download_is_continued_by_the_next_run_from_the_bytes_kept(
+    model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    shard = os.urandom(SHARD_SIZE)
+    sha256 = hashlib.sha256(shard).hexdigest()
+    repo = _repo(model_dir, tmp_path / "repo", shard)
+    cache = tmp_path / "cache"
+
+    with serving(repo):
+        env = _env(cache, profiles, repo.url, **SLOW_READS)
+        partial = _cut_off(repo, env, cache, tmp_path / "killed.log")
+        asked, served = len(repo.seen), repo.served[SHARD]
+        done = _nimctl("download", "--profile", PROFILE, env=env)
+
+    assert done.returncode == 0, done.stderr
+    (rest,) = repo.gets(SHARD, since=asked)
+    assert rest.range == f"bytes={CUT}-"  # from the very byte the killed run kept
+    assert rest.if_range == f'"{sha256}"'  # and only if the bytes are still that file's
+    assert repo.served[SHARD] - served == SHARD_SIZE - CUT
+    assert f"{SHARD}: continuing from byte {CUT} of {SHARD_SIZE}" in done.stderr
+    # Where huggingface_hub expects it, as hf_hub_download leaves a file: a link to the blob.
+    found = _cached(cache, SHARD, repo.commit)
+    assert found.read_bytes() == shard
+    assert found.is_symlink()
+    assert found.resolve() == (found.parents[2] / "blobs" / sha256).resolve()
+    assert not partial.exists()
+    assert _cached(cache, EMPTY, repo.commit).read_bytes() == b""
+
+
+@pytest.mark.parametrize("change", ["etag", "commit"])
+def test_a_partial_of_another_version_is_discarded(
+    change: str, model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    repo = _repo(model_dir, tmp_path / "repo", os.urandom(SHARD_SIZE))
+    cache = tmp_path / "cache"
+
+    with serving(repo):
+        env = _env(cache, profiles, repo.url, **SLOW_READS)
+        partial = _cut_off(repo, env, cache, tmp_path / "killed.log")
+        if change == "etag":  # new bytes under the same commit (a mirror re-synced, say)
+            repo.files[SHARD] = RepoFile(SHARD, os.urandom(SHARD_SIZE))
+        else:  # the branch moved on
+            repo.commit = "f" * 40
+        asked = len(repo.seen)
+        done = _nimctl("download", "--profile", PROFILE, env=env)
+
+    assert done.returncode == 0, done.stderr
+    (whole,) = repo.gets(SHARD, since=asked)
+    assert whole.range is None
+    assert _cached(cache, SHARD, repo.commit).read_bytes() == repo.files[SHARD].data
+    assert not partial.exists()
+
+
+def test_a_server_ignoring_the_range_restarts_the_file(
+    model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    shard = os.urandom(SHARD_SIZE)
+    repo = _repo(model_dir, tmp_path / "repo", shard)
+    cache = tmp_path / "cache"
+
+    with serving(repo):
+        env = _env(cache, profiles, repo.url, **SLOW_READS)
+        _cut_off(repo, env, cache, tmp_path / "killed.log")
+        repo.ignore_range = True
+        asked, served = len(repo.seen), repo.served[SHARD]
+        done = _nimctl("download", "--profile", PROFILE, env=env)
+
+    assert done.returncode == 0, done.stderr
+    (whole,) = repo.gets(SHARD, since=asked)
+    assert whole.range == f"bytes={CUT}-"
+    assert repo.served[SHARD] - served == SHARD_SIZE  # answered 200: the whole file, once
+    assert "the server sent the whole file, not the rest: starting over" in done.stderr
+    assert _cached(cache, SHARD, repo.commit).read_bytes() == shard
+
+
+def test_two_runs_on_one_cache_share_a_file_through_its_lock(
+    model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    """Two pods on one volume: the second waits for the first's file, and when the first is
+    killed it continues the bytes that one left rather than writing beside it."""
+    shard = os.urandom(SHARD_SIZE)
+    repo = _repo(model_dir, tmp_path / "repo", shard)
+    cache = tmp_path / "cache"
+
+    with serving(repo):
+        env = _env(cache, profiles, repo.url, **SLOW_READS)
+        reached = repo.stall_at(SHARD, CUT)
+        first = _start(env, tmp_path / "first.log")
+        try:
+            assert reached.wait(DOWNLOAD_TIMEOUT_S)
+            wait_for(lambda: _holds(_partial(cache, repo.commit), CUT), DOWNLOAD_TIMEOUT_S)
+            second = _start(env, tmp_path / "second.log")
+            waiting = f"{SHARD}: another run is fetching it; waiting for that run"
+            wait_for(lambda: waiting in (tmp_path / "second.log").read_text(), DOWNLOAD_TIMEOUT_S)
+        finally:
+            first.kill()
+            first.wait()
+        killed = len(repo.seen)
+        assert second.wait(DOWNLOAD_TIMEOUT_S) == 0, (tmp_path / "second.log").read_text()
+
+    # Nothing from the second while the first held the file, then only the rest.
+    assert len(repo.gets(SHARD)) == 2
+    (rest,) = repo.gets(SHARD, since=killed)
+    assert rest.range == f"bytes={CUT}-"
+    assert _cached(cache, SHARD, repo.commit).read_bytes() == shard
 
 
 def test_a_failed_download_names_the_file_and_a_second_run_fetches_only_the_rest(

@@ -7,13 +7,21 @@ Answers what huggingface_hub asks, as the Hub answers it:
 - `HEAD|GET /{repo}/resolve/{rev}/{file}`: `X-Repo-Commit` and `ETag` always; small files
   answered directly (`Content-Length`), weights (`*.safetensors`, LFS on the Hub) redirected to a
   "CDN" path with `Location`, `X-Linked-Etag` and `X-Linked-Size`, as the Hub does;
-- `GET /cdn/{sha256}`: the bytes, honouring `Range: bytes=N-` with 206.
+- `GET /cdn/{sha256}`: the bytes, honouring `Range: bytes=N-` with 206 unless `If-Range` names
+  another ETag (then 200 and the whole file, as RFC 9110 says).
+
+The repository may change between runs, as a real one does: assign `commit`, or replace a
+file in `files` (new bytes, so a new ETag).
 
 Faults for the tests: `drop_once[file] = n` sends the full `Content-Length` but closes the
 connection after `n` body bytes, once; `refuse` holds files whose bytes are answered 404;
 `hold[file]` sends half the body, then waits for that event (at most HOLD_S) before the rest,
-once, so that a test sees a download under way.
-Every request is recorded (method, path, Range, Authorization).
+once, so that a test sees a download under way; `stall_at(file, n)` sends the file's bytes up to
+offset `n`, then tells the test (the event it returns) and sends nothing more until `release`
+is set, once, so that a test can kill the client at a known byte; `ignore_range` answers every
+Range with 200 and the whole file, as a server without range support does.
+Every request is recorded (method, path, Range, If-Range, Authorization), and `served` counts
+each file's body bytes sent.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -32,6 +41,8 @@ from urllib.parse import unquote, urlsplit
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 LFS_SUFFIXES = (".safetensors",)
 HOLD_S = 60.0
+# A stalled response waits this long at most for `release`: longer than any test's deadline.
+STALL_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Seen:
     path: str
     range: str | None
     authorization: str | None
+    if_range: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +63,19 @@ class RepoFile:
     def lfs(self) -> bool:
         return self.path.endswith(LFS_SUFFIXES)
 
-    @property
+    # Cached: a test's shard is hashed once, not on every request that names it.
+    @cached_property
     def git_oid(self) -> str:
         return hashlib.sha1(b"blob %d\0" % len(self.data) + self.data).hexdigest()
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def etag(self) -> str:
+        """The Hub's: the sha256 of an LFS file, the git blob id of any other."""
+        return self.sha256 if self.lfs else self.git_oid
 
 
 @dataclass
@@ -67,7 +85,12 @@ class FakeHub:
     drop_once: dict[str, int] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
     hold: dict[str, threading.Event] = field(default_factory=dict)
+    ignore_range: bool = False
+    commit: str = COMMIT
+    release: threading.Event = field(default_factory=threading.Event)
     seen: list[Seen] = field(default_factory=list)
+    served: dict[str, int] = field(default_factory=dict)
+    _stalls: dict[str, tuple[int, threading.Event]] = field(default_factory=dict)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -107,6 +130,22 @@ class FakeHub:
         with self._lock:
             return self.drop_once.pop(name, None)
 
+    def stall_at(self, name: str, offset: int) -> threading.Event:
+        """The next GET of `name`'s bytes stops after byte `offset` of the file (the event is set
+        once it has been sent) and sends nothing more until `release` is set."""
+        reached = threading.Event()
+        with self._lock:
+            self._stalls[name] = (offset, reached)
+        return reached
+
+    def take_stall(self, name: str) -> tuple[int, threading.Event] | None:
+        with self._lock:
+            return self._stalls.pop(name, None)
+
+    def count(self, name: str, sent: int) -> None:
+        with self._lock:
+            self.served[name] = self.served.get(name, 0) + sent
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -130,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
                 path,
                 self.headers.get("Range"),
                 self.headers.get("Authorization"),
+                self.headers.get("If-Range"),
             )
         )
         api = re.fullmatch(rf"/api/models/{re.escape(hub.repo_id)}/(revision|tree)/([^/]+)", path)
@@ -137,7 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
         cdn = re.fullmatch(r"/cdn/([0-9a-f]{64})", path)
         if api and api.group(1) == "revision":
             siblings = [{"rfilename": name} for name in hub.files]
-            self._json({"id": hub.repo_id, "sha": COMMIT, "private": False, "siblings": siblings})
+            self._json(
+                {"id": hub.repo_id, "sha": hub.commit, "private": False, "siblings": siblings}
+            )
         elif api:
             self._json(
                 [
@@ -171,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
             302,
             {
                 "Location": f"http://{host}/cdn/{file.sha256}",
-                "X-Repo-Commit": COMMIT,
+                "X-Repo-Commit": self.server.hub.commit,
                 "ETag": f'"{file.git_oid}"',
                 "X-Linked-Etag": f'"{file.sha256}"',
                 "X-Linked-Size": str(len(file.data)),
@@ -179,11 +221,15 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _bytes(self, file: RepoFile, body: bool) -> None:
-        if body and file.path in self.server.hub.refuse:
-            self._status(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
+        hub = self.server.hub
+        if body and file.path in hub.refuse:
+            self._status(404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": hub.commit})
             return
         start = 0
         wanted = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if_range = self.headers.get("If-Range")
+        if hub.ignore_range or (if_range is not None and if_range != f'"{file.etag}"'):
+            wanted = None
         if wanted:
             start = int(wanted.group(1))
         data = file.data[start:]
@@ -194,33 +240,44 @@ class _Handler(BaseHTTPRequestHandler):
                 "Content-Range", f"bytes {start}-{len(file.data) - 1}/{len(file.data)}"
             )
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("X-Repo-Commit", COMMIT)
-        self.send_header("ETag", f'"{file.sha256 if file.lfs else file.git_oid}"')
+        self.send_header("X-Repo-Commit", hub.commit)
+        self.send_header("ETag", f'"{file.etag}"')
         self.end_headers()
         if not body:
             return
-        held = self.server.hub.take_hold(file.path)
+        held = hub.take_hold(file.path)
         if held is not None:
-            self.wfile.write(data[: len(data) // 2])
-            self.wfile.flush()
+            self._send(file, data[: len(data) // 2])
             held.wait(HOLD_S)
-            self.wfile.write(data[len(data) // 2 :])
+            self._send(file, data[len(data) // 2 :])
             return
-        cut = self.server.hub.take_drop(file.path)
+        stall = hub.take_stall(file.path)
+        if stall is not None:
+            offset, reached = stall
+            self._send(file, data[: max(offset - start, 0)])
+            reached.set()
+            hub.release.wait(STALL_S)
+            self.close_connection = True
+            return
+        cut = hub.take_drop(file.path)
         if cut is None:
-            self.wfile.write(data)
+            self._send(file, data)
             return
         # The promised length, then silence: the client sees the connection end mid-body.
-        self.wfile.write(data[:cut])
-        self.wfile.flush()
+        self._send(file, data[:cut])
         self.close_connection = True
+
+    def _send(self, file: RepoFile, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+        self.server.hub.count(file.path, len(data))
 
     def _json(self, content: object) -> None:
         data = json.dumps(content).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", self.server.hub.commit)
         self.end_headers()
         if self.command == "GET":
             self.wfile.write(data)
@@ -251,6 +308,7 @@ def serving(hub: FakeHub) -> Iterator[FakeHub]:
     try:
         yield hub
     finally:
+        hub.release.set()
         server.shutdown()
         server.server_close()
         thread.join()

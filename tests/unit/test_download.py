@@ -24,6 +24,7 @@ from nimctl.download import (
 from nimctl.engine.environment import prepare_engine_environment
 from nimctl.errors import ConfigError
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
+from nimctl.resume import partial_path
 from nimctl.settings import NimSettings
 
 REPO = "org/model"
@@ -196,13 +197,64 @@ def test_progress_reports_bytes_rate_and_eta(tmp_path):
     storage = tmp_path / "models--org--model"
     (storage / "snapshots" / COMMIT).mkdir(parents=True)
     (storage / "blobs").mkdir()
-    meter = _Meter(storage, COMMIT, {"a.safetensors": 3 * 2**20, "config.json": 2**20}, 4 * 2**20)
+    meter = _Meter(
+        storage,
+        COMMIT,
+        {"a.safetensors": 3 * 2**20, "config.json": 2**20},
+        4 * 2**20,
+        tmp_path / "staging",
+    )
     assert meter.line().startswith("downloading: 0 B / 4.0 MiB (0%), 0 B/s")
     (storage / "snapshots" / COMMIT / "config.json").write_bytes(b"x" * 2**20)
     (storage / "blobs" / "abc.1234.incomplete").write_bytes(b"x" * 2**20)
     line = meter.line()
     assert line.startswith("downloading: 2.0 MiB / 4.0 MiB (50%), ")
     assert "/s, ETA " in line
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bytes_kept_by_an_earlier_run_are_done_but_not_speed(tmp_path):
+    storage, staging = tmp_path / "models--org--model", tmp_path / "staging"
+    (storage / "blobs").mkdir(parents=True)
+    staging.mkdir()
+    partial = partial_path(staging, "a.safetensors")
+    partial.write_bytes(b"x" * 4 * 2**20)  # kept by a killed run
+    (storage / "blobs" / "abc.1234.incomplete").write_bytes(b"x" * 2**20)  # orphaned by one
+    clock = _Clock()
+    meter = _Meter(storage, COMMIT, {"a.safetensors": 8 * 2**20}, 8 * 2**20, staging, clock)
+
+    clock.now = 10.0
+    assert meter.line() == "downloading: 4.0 MiB / 8.0 MiB (50%), 0 B/s"
+    with partial.open("ab") as more:
+        more.write(b"x" * 2**20)
+    # 1 MiB in this run's 10 s: 3 MiB left at that rate.
+    assert meter.line() == "downloading: 5.0 MiB / 8.0 MiB (62%), 102.4 KiB/s, ETA 0m30s"
+
+
+def test_bytes_fetched_again_keep_the_rate_this_runs(tmp_path):
+    storage, staging = tmp_path / "models--org--model", tmp_path / "staging"
+    staging.mkdir(parents=True)
+    partial = partial_path(staging, "a.safetensors")
+    partial.write_bytes(b"x" * 4 * 2**20)
+    clock = _Clock()
+    meter = _Meter(storage, COMMIT, {"a.safetensors": 8 * 2**20}, 8 * 2**20, staging, clock)
+    with partial.open("ab") as more:
+        more.write(b"x" * 2**20)
+    clock.now = 10.0
+
+    meter.lost(5 * 2**20)  # the server answered the Range with the whole file
+    partial.write_bytes(b"x" * 2 * 2**20)
+    clock.now = 20.0
+
+    # 3 MiB received in 20 s, whatever became of them: 6 MiB left at that rate.
+    assert meter.line() == "downloading: 2.0 MiB / 8.0 MiB (25%), 153.6 KiB/s, ETA 0m40s"
 
 
 def test_download_of_a_local_directory_is_a_config_error(store, tmp_path, monkeypatch, capsys):
