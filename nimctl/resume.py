@@ -169,6 +169,10 @@ def _file_lock(path: Path, name: str) -> Iterator[None]:
         lock.release()
 
 
+class _StartOver(Exception):
+    """The kept bytes were dropped; the next GET asks for the whole file."""
+
+
 def _transfer(url: str, partial: Path, target: _Target, lost: Lost) -> None:
     """The partial grown to the whole file and checked; it stays for the next run on failure,
     unless its bytes are wrong."""
@@ -181,6 +185,8 @@ def _transfer(url: str, partial: Path, target: _Target, lost: Lost) -> None:
         before = state.kept
         try:
             _receive(url, partial, target, state, lost)
+        except _StartOver:
+            continue  # no Range now: a 416 cannot come again
         except (httpx2.NetworkError, httpx2.TimeoutException, httpx2.RemoteProtocolError) as exc:
             failures = 0 if state.kept > before else failures + 1
             if failures > RETRIES:
@@ -262,6 +268,15 @@ def _receive(url: str, partial: Path, target: _Target, state: _State, lost: Lost
         retry_on_exceptions=(),
         retry_on_status_codes=(408, 429),
     ) as response:
+        if response.status_code == 416 and state.kept:
+            # The server has no byte `kept`: what was kept is not of the copy it serves.
+            logger.info(
+                "%s: the server has no byte %d of it (416): starting over", target.path, state.kept
+            )
+            lost(state.kept)
+            state.restart(target.sha256)
+            state.validator = None
+            raise _StartOver
         hf_raise_for_status(response)
         if response.status_code == 206 and state.kept:
             start = _range_start(response)

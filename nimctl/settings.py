@@ -98,7 +98,8 @@ class NimSettings(BaseSettings):
         Path("~/.cache/nim"),
         GROUPS[0],
         "Where models are downloaded or generated and vLLM keeps its caches (`huggingface/`, "
-        "`vllm/`, `models/`, and `downloads/`, the file lists `nimctl download` writes). The "
+        "`vllm/`, `models/`, and `downloads/`: `nimctl download`'s file lists and the partial "
+        "files a cut-off run left for the next). The "
         "container sets `/opt/nim/.cache`, as NIM does; mount a volume there.",
     )
     disable_model_download: bool = _field(

@@ -276,6 +276,30 @@ def test_a_server_ignoring_the_range_restarts_the_file(
     assert _cached(cache, SHARD, repo.commit).read_bytes() == shard
 
 
+def test_a_server_refusing_the_range_restarts_the_file(
+    model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    """416 (a copy shorter than the bytes kept): the kept bytes cannot be of that copy, so the
+    file starts over at once, not on every later run."""
+    shard = os.urandom(SHARD_SIZE)
+    repo = _repo(model_dir, tmp_path / "repo", shard)
+    cache = tmp_path / "cache"
+
+    with serving(repo):
+        env = _env(cache, profiles, repo.url, **SLOW_READS)
+        _cut_off(repo, env, cache, tmp_path / "killed.log")
+        repo.refuse_range = True
+        asked = len(repo.seen)
+        done = _nimctl("download", "--profile", PROFILE, env=env)
+
+    assert done.returncode == 0, done.stderr
+    refused, whole = repo.gets(SHARD, since=asked)
+    assert refused.range == f"bytes={CUT}-"
+    assert whole.range is None
+    assert f"the server has no byte {CUT} of it (416): starting over" in done.stderr
+    assert _cached(cache, SHARD, repo.commit).read_bytes() == shard
+
+
 def test_two_runs_on_one_cache_share_a_file_through_its_lock(
     model_dir: Path, profiles: Path, tmp_path: Path
 ) -> None:

@@ -19,7 +19,8 @@ connection after `n` body bytes, once; `refuse` holds files whose bytes are answ
 once, so that a test sees a download under way; `stall_at(file, n)` sends the file's bytes up to
 offset `n`, then tells the test (the event it returns) and sends nothing more until `release`
 is set, once, so that a test can kill the client at a known byte; `ignore_range` answers every
-Range with 200 and the whole file, as a server without range support does.
+Range with 200 and the whole file, as a server without range support does; `refuse_range`
+answers every Range with 416.
 Every request is recorded (method, path, Range, If-Range, Authorization), and `served` counts
 each file's body bytes sent.
 """
@@ -86,6 +87,7 @@ class FakeHub:
     refuse: set[str] = field(default_factory=set)
     hold: dict[str, threading.Event] = field(default_factory=dict)
     ignore_range: bool = False
+    refuse_range: bool = False  # 416 to every Range, as a server whose copy is shorter
     commit: str = COMMIT
     release: threading.Event = field(default_factory=threading.Event)
     seen: list[Seen] = field(default_factory=list)
@@ -230,6 +232,12 @@ class _Handler(BaseHTTPRequestHandler):
         if_range = self.headers.get("If-Range")
         if hub.ignore_range or (if_range is not None and if_range != f'"{file.etag}"'):
             wanted = None
+        if wanted and hub.refuse_range:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(file.data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if wanted:
             start = int(wanted.group(1))
         data = file.data[start:]
