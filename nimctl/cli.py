@@ -167,6 +167,10 @@ def _serve(args: argparse.Namespace) -> int:
         logger.info("weights complete in the cache (%s): the hub is not asked", snapshot)
     offline = snapshot is not None or settings.disable_model_download
     prepare_engine_environment(settings, profile, os.environ, offline=offline)
+    from nimctl.allocator import keep_large_buffers
+
+    if keep_large_buffers(os.environ):
+        logger.debug("allocator: large buffers kept for reuse (nimctl/allocator.py)")
     loop_factory = _loop_factory(os.environ.get(LOOP_VARIABLE, DEFAULT_LOOP))
     sock = _bind(settings.host, settings.server_port)
 
