@@ -66,11 +66,11 @@ def _mallopt() -> Callable[[int, int], int] | None:
         return None
     try:
         libc = ctypes.CDLL(name)
-        gnu_get_libc_version = libc.gnu_get_libc_version  # glibc only
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    del gnu_get_libc_version
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc: its parameters mean nothing here
+        return None
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return mallopt

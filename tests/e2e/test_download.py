@@ -254,19 +254,29 @@ def test_a_partial_of_another_version_is_discarded(
     assert not partial.exists()
 
 
-def test_a_server_ignoring_the_range_restarts_the_file(
-    model_dir: Path, profiles: Path, tmp_path: Path
-) -> None:
+def _resumed_after(
+    change: str, model_dir: Path, profiles: Path, tmp_path: Path
+) -> tuple[FakeHub, Path, bytes, int, int, subprocess.CompletedProcess[str]]:
+    """A run cut off at CUT, the hub's switch `change` turned on, then a second run: the hub, the
+    cache, the shard, the requests and shard bytes seen before the second run, and that run."""
     shard = os.urandom(SHARD_SIZE)
     repo = _repo(model_dir, tmp_path / "repo", shard)
     cache = tmp_path / "cache"
-
     with serving(repo):
         env = _env(cache, profiles, repo.url, **SLOW_READS)
         _cut_off(repo, env, cache, tmp_path / "killed.log")
-        repo.ignore_range = True
+        setattr(repo, change, True)
         asked, served = len(repo.seen), repo.served[SHARD]
         done = _nimctl("download", "--profile", PROFILE, env=env)
+    return repo, cache, shard, asked, served, done
+
+
+def test_a_server_ignoring_the_range_restarts_the_file(
+    model_dir: Path, profiles: Path, tmp_path: Path
+) -> None:
+    repo, cache, shard, asked, served, done = _resumed_after(
+        "ignore_range", model_dir, profiles, tmp_path
+    )
 
     assert done.returncode == 0, done.stderr
     (whole,) = repo.gets(SHARD, since=asked)
@@ -281,16 +291,9 @@ def test_a_server_refusing_the_range_restarts_the_file(
 ) -> None:
     """416 (a copy shorter than the bytes kept): the kept bytes cannot be of that copy, so the
     file starts over at once, not on every later run."""
-    shard = os.urandom(SHARD_SIZE)
-    repo = _repo(model_dir, tmp_path / "repo", shard)
-    cache = tmp_path / "cache"
-
-    with serving(repo):
-        env = _env(cache, profiles, repo.url, **SLOW_READS)
-        _cut_off(repo, env, cache, tmp_path / "killed.log")
-        repo.refuse_range = True
-        asked = len(repo.seen)
-        done = _nimctl("download", "--profile", PROFILE, env=env)
+    repo, cache, shard, asked, _, done = _resumed_after(
+        "refuse_range", model_dir, profiles, tmp_path
+    )
 
     assert done.returncode == 0, done.stderr
     refused, whole = repo.gets(SHARD, since=asked)
