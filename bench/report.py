@@ -18,9 +18,9 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
 Measured by `make bench` (and `make bench-quick`) on the project's own machines (no GPU).
-nimctl and vLLM's own server take turns, each alone, A B A B ..., and every comparison is the
-median of per-round ratios, so that machine noise hits both. Compare ratios, not absolute
-times, across runs.
+nimctl and vLLM's own server take turns, each alone, A B in one round and B A in the next, and
+every comparison is the median of per-round ratios, so that machine noise hits both. Compare
+ratios, not absolute times, across runs.
 """
 
 

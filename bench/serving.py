@@ -1,8 +1,9 @@
 """Serving benchmark: nimctl (A) against vLLM's own OpenAI server (B) and the bare engine (C).
 
 A and B serve the same generated tiny model with the same engine arguments (the `tiny`
-profile's). They take turns in rounds A B A B ..., each alone on the machine for its turn, and
-every comparison is a median of per-round ratios, so that noise hits both. Per turn:
+profile's). They take turns in rounds, A B then B A (so that neither always goes first and a
+drift of the machine within a round favours neither), each alone on the machine for its turn,
+and every comparison is a median of per-round ratios, so that noise hits both. Per turn:
 
 1. **Keep-alive, concurrency 1**: sequential streamed chats (64 tokens, ignore_eos, greedy) on
    ONE kept-alive connection, then `GET /v1/models` on it. Nothing else moves, so a fixed
@@ -24,6 +25,10 @@ both servers started once and paused (SIGSTOP of the whole process group) while 
 The full run (`make bench`) starts each server afresh for every turn (so start-up and memory are
 measured too), runs 5 rounds at 1, 16 and 32, the image request, /health latency under load and
 the bare engine (C, AsyncLLM in-process with the same load shape).
+
+`--baseline nimctl` runs a second nimctl as B: the same server against itself, so every ratio
+should be 1.00 and the spread of its per-round ratios is the noise floor of this machine, the
+smallest A/B difference the run can tell from noise.
 """
 
 from __future__ import annotations
@@ -90,13 +95,22 @@ class Plan:
     engine_direct: bool
     fresh_servers: bool
     nimctl_env: tuple[tuple[str, str], ...] = ()  # e.g. UVICORN_LOOP=asyncio, to compare
+    baseline: str = "vllm"  # B: vLLM's server, or "nimctl" (A against itself: the noise floor)
+    counterbalanced: bool = True  # rounds A B, B A, ...; runs saved before it: always A B
 
     @property
     def section(self) -> str:
+        if self.baseline == "nimctl":
+            return "serving-noise"
         return "serving-quick" if self.quick else "serving"
 
     def prompts_for(self, concurrency: int) -> int:
         return max(8, 2 * concurrency) if self.quick else max(16, 4 * concurrency)
+
+
+def order(plan: Plan, round_: int) -> tuple[str, ...]:
+    """A B, then B A: counterbalanced, so that going first or second favours neither."""
+    return NAMES[::-1] if plan.counterbalanced and round_ % 2 else NAMES
 
 
 def plan_for(quick: bool, rounds: int | None, env: tuple[tuple[str, str], ...] = ()) -> Plan:
@@ -420,7 +434,7 @@ def run(plan: Plan) -> dict[str, Any]:
 
     def start(name: str, round_: int) -> Running:
         log = logdir / f"{name}-{round_}.log"
-        if name == "nimctl":
+        if name == "nimctl" or plan.baseline == "nimctl":
             return start_nimctl("tiny", log, dict(plan.nimctl_env))
         return start_vllm(model_dir, MODEL, engine_args, {"image": IMAGE_COUNT}, log, HERMES)
 
@@ -438,7 +452,7 @@ def run(plan: Plan) -> dict[str, Any]:
                 kept[name] = start(name, 0)
                 kept[name].pause()
         for round_ in range(plan.rounds):
-            for name in NAMES:
+            for name in order(plan, round_):
                 if plan.fresh_servers:
                     server = start(name, round_)
                 else:
@@ -581,6 +595,8 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
                 "nimctl_median": statistics.median(a),
                 "vllm_median": statistics.median(b),
                 "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
                 "diff_median": statistics.median(x - y for x, y in zip(a, b, strict=True)),
             }
         )
@@ -610,19 +626,34 @@ def report(result: dict[str, Any]) -> str:
         if not plan["fresh_servers"]
         else "each server started afresh for its turn and stopped after it"
     )
+    noise = plan.get("baseline", "vllm") == "nimctl"
+    invocation = f"`{command}` (this part: `{module}`)"
+    if noise:
+        invocation = f"`{module} --baseline nimctl`"
+    turns = (
+        "A then B in odd rounds, B then A in even ones"
+        if plan.get("counterbalanced")
+        else "A then B in each"
+    )
+    b_name = "second nimctl (B)" if noise else "vLLM server (B)"
+    b_what = (
+        "a second `nimctl serve --profile tiny`, the same code and settings as A, so that every "
+        "ratio below would be 1.00 on a quiet machine and its spread is the noise floor."
+        if noise
+        else "`python -m vllm.entrypoints.launchers.api_server.entry` with the same generated "
+        "model and engine arguments (enforce_eager, max_model_len 8192, 64 MiB KV cache, "
+        "max_num_seqs 64, 5 images, hermes tools)."
+    )
     lines = [
-        f"Command: `{command}` (this part: `{module}`), {plan['rounds']} rounds, A then B in "
-        f"each, {how}, so that each runs alone and machine noise hits both; took "
+        f"Command: {invocation}, {plan['rounds']} rounds, {turns}, "
+        f"{how}, so that each runs alone and machine noise hits both; took "
         f"{result['seconds'] / 60:.1f} min"
         + (
             f" ({result['startup_total_s'] / 60:.1f} of them starting servers)"
             if "startup_total_s" in result
             else ""
         )
-        + ". A: `nimctl serve --profile tiny`; B: `python -m "
-        "vllm.entrypoints.launchers.api_server.entry` with the same generated model and "
-        "engine arguments (enforce_eager, max_model_len 8192, 64 MiB KV cache, max_num_seqs 64, "
-        "5 images, hermes tools). Each turn starts with a warm-up run."
+        + f". A: `nimctl serve --profile tiny`; B: {b_what} Each turn starts with a warm-up run."
         + (
             " nimctl's environment: "
             + ", ".join(f"`{k}={v}`" for k, v in plan.get("nimctl_env", ()))
@@ -656,17 +687,19 @@ def report(result: dict[str, Any]) -> str:
     lines += [
         "",
         "Ratio = median over rounds of the per-round ratio A/B (higher is better for tok/s and "
-        "req/s, lower for times and CPU); difference = median of per-round A - B.",
+        "req/s, lower for times and CPU), with the lowest and highest per-round ratio beside it; "
+        "difference = median of per-round A - B.",
         "",
-        "| figure | nimctl (A), median | vLLM server (B), median | ratio A/B | difference A-B |",
-        "|---|---|---|---|---|",
+        f"| figure | nimctl (A), median | {b_name}, median | ratio A/B | per-round ratios "
+        "| difference A-B |",
+        "|---|---|---|---|---|---|",
     ]
     for row in result["table"]:
         unit = row["unit"]
         lines.append(
             f"| {row['figure']} | {_fmt(row['nimctl_median'], unit)} {unit} | "
             f"{_fmt(row['vllm_median'], unit)} {unit} | {row['ratio_median']:.3f} | "
-            f"{row['diff_median']:+.2f} {unit} |"
+            f"{row['ratio_min']:.2f}-{row['ratio_max']:.2f} | {row['diff_median']:+.2f} {unit} |"
         )
     lines += ["", "Per round (A / B):", ""]
     for row in result["table"]:
@@ -696,10 +729,12 @@ def report(result: dict[str, Any]) -> str:
     start, rss = result["startup"], result["peak_rss_gib"]
     lines += [
         "",
-        "| | nimctl (A) | vLLM server (B) |",
+        f"| | nimctl (A) | {b_name} |",
         "|---|---|---|",
         f"| time to live (HTTP answers) | {start['nimctl']['live_s']:.2f} s | "
-        f"{start['vllm']['live_s']:.1f} s (no HTTP before the engine is up) |",
+        f"{start['vllm']['live_s']:.1f} s"
+        + ("" if noise else " (no HTTP before the engine is up)")
+        + " |",
         f"| time to ready | {start['nimctl']['ready_s']:.1f} s | "
         f"{start['vllm']['ready_s']:.1f} s |",
     ]
@@ -710,19 +745,21 @@ def report(result: dict[str, Any]) -> str:
             f"| probe latency while {top} streams run, p50 / p99 | "
             f"{probes['nimctl']['median_ms']:.1f} / {probes['nimctl']['p99_ms']:.1f} ms "
             f"(`/v1/health/live`) | {probes['vllm']['median_ms']:.1f} / "
-            f"{probes['vllm']['p99_ms']:.1f} ms (`/health`) |"
+            f"{probes['vllm']['p99_ms']:.1f} ms "
+            + ("(`/v1/health/live`) |" if noise else "(`/health`) |")
         )
     lines.append(
         f"| peak RSS of the process tree | {rss['nimctl']:.2f} GiB | {rss['vllm']:.2f} GiB |"
     )
-    if not plan["quick"]:
+    if not plan["quick"] and not noise:
         lines += ["", "![serving figures](benchmarks.png)"]
-    lines += [
-        "",
-        "Targets (issue 11): keep-alive TTFT p50 <= B + 2 ms; output tok/s >= 1.00 x B at every "
-        "concurrency; HTTP CPU per request <= 1.05 x B; live p99 under load <= B's /health p99; "
-        "the five-image request at least as fast as on B.",
-    ]
+    if not noise:
+        lines += [
+            "",
+            "Targets (issue 11): keep-alive TTFT p50 <= B + 2 ms; output tok/s >= 1.00 x B at "
+            "every concurrency; HTTP CPU per request <= 1.05 x B; live p99 under load <= B's "
+            "/health p99; the five-image request at least as fast as on B.",
+        ]
     if result.get("failures"):
         lines += ["", "Runs with failed requests, repeated (not counted):", ""]
         lines += [f"- {failure}" for failure in result["failures"]]
@@ -806,6 +843,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--images", action="store_true", help="with --quick: also the five-image requests"
     )
+    parser.add_argument(
+        "--baseline",
+        choices=("vllm", "nimctl"),
+        default="vllm",
+        help="B: vLLM's server, or a second nimctl (the noise floor: A against itself)",
+    )
     parser.add_argument("--report", type=Path, help="re-render a saved run's JSON")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/ alone")
     parser.add_argument(
@@ -828,6 +871,7 @@ def main(argv: list[str]) -> None:
             plan = replace(plan, probe=True)
         if args.images and plan.quick:
             plan = replace(plan, image_runs=plan_for(False, None).image_runs)
+        plan = replace(plan, baseline=args.baseline)
         outcome = run(plan)
         saved = CACHE / f"{plan.section}-{time.strftime('%Y%m%dT%H%M%S')}.json"
         saved.write_text(json.dumps(outcome, indent=2, default=str))
@@ -836,15 +880,18 @@ def main(argv: list[str]) -> None:
     print(text)
     if args.no_doc:
         return
-    quick = outcome["plan"]["quick"]
-    if not quick:
+    plan = outcome["plan"]
+    if plan.get("baseline", "vllm") == "nimctl":
+        write_section("serving-noise", "Serving, noise floor: nimctl against itself", text)
+        return
+    if not plan["quick"]:
         chart(outcome, DOC.with_name("benchmarks.png"))
     title = (
         "Serving, quick look (`make bench-quick`)"
-        if quick
+        if plan["quick"]
         else "Serving: nimctl against vLLM's server, side by side"
     )
-    write_section("serving-quick" if quick else "serving", title, text)
+    write_section("serving-quick" if plan["quick"] else "serving", title, text)
 
 
 if __name__ == "__main__":
