@@ -70,7 +70,9 @@ async def resolve_media(state: AppState, payload: dict[str, Any], content: Conte
     """The media intake, observed in the media histograms (and traced, when tracing is on)."""
     tracing = state.tracing if content.media else None
     with span(tracing, "media"):
-        report = await state.intake.resolve(payload, state.profile, content)
+        report = await state.intake.resolve(
+            payload, state.profile, content, state.engine.media_hash
+        )
         if tracing is not None and report is not None:
             tracing.media_spans(report)
     if report is not None:

@@ -62,6 +62,13 @@ class Engine(Protocol[ChatRequestT]):
         ...
 
     @property
+    def media_hash(self) -> str:
+        """The hash the engine keys its multimodal caches with ("blake3", or "sha256" /
+        "sha512" where FIPS rules); the media intake makes each image's cache uuid with it, as
+        vLLM would itself. Valid once `start` has returned."""
+        ...
+
+    @property
     def model_path(self) -> Path | None:
         """The local directory of the weights once started (None for a remote-only source)."""
         ...

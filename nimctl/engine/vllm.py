@@ -81,6 +81,7 @@ class VllmEngine:
         self._error_response_type: type[ErrorResponse] | None = None  # vllm loads in start()
         self._max_model_len = 0
         self._media_tokens: dict[str, int] = {}
+        self._media_hash = "blake3"  # vLLM's default; the engine's own once started
         # Per request being answered: what its media became in prompt tokens (id(request) ->
         # kind -> tokens), left by the chat layer's render and taken back by chat().
         self._rendered_media: dict[int, dict[str, int]] = {}
@@ -100,6 +101,10 @@ class VllmEngine:
     @property
     def media_tokens(self) -> Mapping[str, int]:
         return self._media_tokens
+
+    @property
+    def media_hash(self) -> str:
+        return self._media_hash
 
     @property
     def model_path(self) -> Path | None:
@@ -128,6 +133,9 @@ class VllmEngine:
         await self._llm.reset_mm_cache()  # drop the profiling run's dummy images, as vLLM does
         await asyncio.to_thread(self._build_chat_layer)
         self._max_model_len = self._llm.model_config.max_model_len
+        multimodal = self._llm.model_config.multimodal_config
+        if multimodal is not None:
+            self._media_hash = multimodal.mm_hasher_algorithm
         self._media_tokens = await asyncio.to_thread(self._most_tokens_per_item)
         if self._media_tokens:
             logger.info(

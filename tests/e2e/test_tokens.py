@@ -4,10 +4,12 @@ the chat guards and media intake in front of the chat forms."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
 import pytest
+from blake3 import blake3
 
 from tests.support.errors import assert_error_shape
 from tests.support.media import image_data_url
@@ -74,6 +76,9 @@ def test_render_shows_the_prompt_with_the_image_tokens(tiny_server, png_url):
     (placeholder,) = body["features"]["mm_placeholders"]["image"]
     assert placeholder["offset"] + placeholder["length"] <= len(body["token_ids"])
     assert body["features"]["kwargs_data"] is None  # mm_payload "none"
+    # The intake keyed the image by its encoded bytes, with the engine's own hash (blake3).
+    encoded = base64.b64decode(png_url.split(",", 1)[1])
+    assert body["features"]["mm_hashes"]["image"] == [f"blake3:{blake3(encoded).hexdigest()}"]
     tokenized = post(tiny_server, "/tokenize", {"messages": messages(image(png_url))}).json()
     assert body["token_ids"] == tokenized["tokens"]
     assert body["model"] == TINY_MODEL and "max_tokens" in body["sampling_params"]

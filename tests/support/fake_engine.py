@@ -85,6 +85,7 @@ class FakeEngine:
         self.model_path: Path | None = None
         self._validator = StrictRequestModel(FakeChatRequest)
         self.media_tokens: dict[str, int] = {"image": 100, "video": 1000}
+        self.media_hash = "blake3"
         # Requests being answered now, and the most at once: admission tests read them.
         self.running = 0
         self.most_running = 0

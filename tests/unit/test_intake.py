@@ -8,6 +8,7 @@ import io
 from typing import Any
 
 import pytest
+from blake3 import blake3
 from PIL import Image
 
 from nimctl.guards import GuardError
@@ -69,11 +70,11 @@ def video(url: str) -> dict[str, Any]:
     return {"type": "video_url", "video_url": {"url": url}}
 
 
-async def resolve(store, payload, answers=None, profile="tiny", **settings):
+async def resolve(store, payload, answers=None, profile="tiny", hash_name="blake3", **settings):
     fetcher = StubFetcher(answers or {})
     intake = MediaIntake(fetcher, LIMITS)  # type: ignore[arg-type]
     prof = apply_settings(store.get(profile), NimSettings(**settings))
-    await intake.resolve(payload, prof)
+    await intake.resolve(payload, prof, hash_name=hash_name)
     return fetcher
 
 
@@ -104,8 +105,18 @@ async def test_an_image_without_uuid_gets_the_hash_of_its_encoded_bytes(store):
     await resolve(store, payload)
     uuids = [part["uuid"] for part in payload["messages"][0]["content"][1:]]
     encoded = base64.b64decode(same.split(",", 1)[1])
-    assert uuids[0] == uuids[1] == f"sha256:{hashlib.sha256(encoded).hexdigest()}"
+    assert uuids[0] == uuids[1] == f"blake3:{blake3(encoded).hexdigest()}"
     assert uuids[2] != uuids[0]
+
+
+@pytest.mark.parametrize("hash_name", ["sha256", "sha512"])
+async def test_the_image_hash_is_the_engines_own_algorithm(store, hash_name):
+    """An engine configured for FIPS (`mm_hasher_algorithm: sha256`) gets no blake3 key."""
+    data_url = image_data_url("PNG", (40, 30))
+    payload = request(image(data_url))
+    await resolve(store, payload, hash_name=hash_name)
+    digest = hashlib.new(hash_name, base64.b64decode(data_url.split(",", 1)[1])).hexdigest()
+    assert payload["messages"][0]["content"][1]["uuid"] == f"{hash_name}:{digest}"
 
 
 async def test_url_image_is_fetched_once_with_the_image_cap(store):
@@ -127,7 +138,7 @@ async def test_a_mistral_tokenizer_gets_the_checked_bytes_as_a_data_url(store):
     )
     part = payload["messages"][0]["content"][1]
     assert part["type"] == "image_url"
-    assert part["uuid"] == f"sha256:{hashlib.sha256(jpeg).hexdigest()}"
+    assert part["uuid"] == f"blake3:{blake3(jpeg).hexdigest()}"
     head, data = part["image_url"]["url"].split(",", 1)
     assert head == "data:image/jpeg;base64" and base64.b64decode(data) == jpeg
     message = UserMessage.from_openai(payload["messages"][0])
