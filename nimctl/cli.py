@@ -227,9 +227,9 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     Measured on the tiny profile (2 cores, alternating rounds against vLLM's server, 2026-12-02):
     on uvloop the liveness probe's p99 under 32 streams was 23.3 ms against vLLM's 24.2 (on
     asyncio's loop 36-38 against 31-33 ms); its socket reads and per-chunk callbacks are C
-    where asyncio's are Python. An earlier trial blamed uvloop for probe stalls of seconds and a drain
-    that did not end; those stalls were found elsewhere since (full garbage collections over
-    the start-up heap, now frozen; scrapes rendered on the loop, now on a thread; VM-wide CPU
+    where asyncio's are Python. An earlier trial blamed uvloop for probe stalls of seconds and
+    a drain that did not end; those stalls were found elsewhere since (full garbage collections
+    over the start-up heap, now frozen; scrapes rendered on the loop, now on a thread; VM-wide CPU
     lock-ups), and the reliability and operations suites pass on uvloop.
     """
     name = choice.strip().lower() or DEFAULT_LOOP
