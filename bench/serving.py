@@ -100,12 +100,20 @@ class Plan:
 
     @property
     def section(self) -> str:
+        """Its section of docs/benchmarks.md (a key of SECTION_TITLES)."""
         if self.baseline == "nimctl":
             return "serving-noise"
         return "serving-quick" if self.quick else "serving"
 
     def prompts_for(self, concurrency: int) -> int:
         return max(8, 2 * concurrency) if self.quick else max(16, 4 * concurrency)
+
+
+SECTION_TITLES = {
+    "serving": "Serving: nimctl against vLLM's server, side by side",
+    "serving-quick": "Serving, quick look (`make bench-quick`)",
+    "serving-noise": "Serving, noise floor: nimctl against itself",
+}
 
 
 def order(plan: Plan, round_: int) -> tuple[str, ...]:
@@ -880,18 +888,10 @@ def main(argv: list[str]) -> None:
     print(text)
     if args.no_doc:
         return
-    plan = outcome["plan"]
-    if plan.get("baseline", "vllm") == "nimctl":
-        write_section("serving-noise", "Serving, noise floor: nimctl against itself", text)
-        return
-    if not plan["quick"]:
+    section = Plan(**outcome["plan"]).section
+    if section == "serving":
         chart(outcome, DOC.with_name("benchmarks.png"))
-    title = (
-        "Serving, quick look (`make bench-quick`)"
-        if plan["quick"]
-        else "Serving: nimctl against vLLM's server, side by side"
-    )
-    write_section("serving-quick" if plan["quick"] else "serving", title, text)
+    write_section(section, SECTION_TITLES[section], text)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ async def resolve_media(state: AppState, payload: dict[str, Any], content: Conte
     tracing = state.tracing if content.media else None
     with span(tracing, "media"):
         report = await state.intake.resolve(
-            payload, state.profile, content, state.engine.media_hash
+            payload, state.profile, state.engine.media_hash, content
         )
         if tracing is not None and report is not None:
             tracing.media_spans(report)

@@ -105,13 +105,13 @@ class MediaIntake:
         self,
         payload: dict[str, Any],
         profile: Profile,
+        hash_name: str,
         content: Content | None = None,
-        hash_name: str = "blake3",
     ) -> MediaReport | None:
-        """Fetch, check and replace every media part; `content` is the guards' classification
-        of the request (taken here when not given); `hash_name` is the engine's multimodal
-        cache hash (`Engine.media_hash`), which the images' cache uuids are made with. The
-        report says what it took (None: the request has no media)."""
+        """Fetch, check and replace every media part; `hash_name` is the engine's multimodal
+        cache hash (`Engine.media_hash`), which the images' cache uuids are made with; `content`
+        is the guards' classification of the request (taken here when not given). The report
+        says what it took (None: the request has no media)."""
         items = _collect(content if content is not None else classify(payload))
         if not items:
             return None
@@ -196,7 +196,7 @@ class MediaIntake:
         return data
 
     def _check(
-        self, item: _Item, blob: bytes | None, profile: Profile, hash_name: str = "blake3"
+        self, item: _Item, blob: bytes | None, profile: Profile, hash_name: str
     ) -> VideoInfo | None:
         """Runs on a worker thread: decoding is CPU work the event loop must not wait for."""
         data_url = item.data_url
@@ -318,9 +318,9 @@ def _cache_uuid(encoded: bytes, hash_name: str) -> str:
     Given a decoded image, vLLM hashes its pixels (3.5 ms CPU per RGB megapixel here); given a
     uuid, it uses that. The hash of the encoded bytes identifies the image as well (the image
     is a function of them) and is what vLLM's own server hashes for images it loads, with the
-    same algorithm (`mm_hasher_algorithm`: blake3, or sha256 / sha512 where FIPS rules): a
-    1-megapixel noise PNG costs 1.3 ms of CPU with blake3, 2.2 ms with sha256. It runs on the
-    decoding worker thread, beside the other images' work.
+    same algorithm (`mm_hasher_algorithm`: blake3, or sha256 / sha512 where FIPS rules): 3 MB,
+    the size of a 1-megapixel noise PNG, cost 1.3 ms of CPU with blake3 and 2.2 ms with sha256
+    here. It runs on the decoding worker thread, beside the other images' work.
     """
     if hash_name == "blake3":
         return f"blake3:{blake3(encoded).hexdigest()}"

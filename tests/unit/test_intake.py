@@ -74,7 +74,7 @@ async def resolve(store, payload, answers=None, profile="tiny", hash_name="blake
     fetcher = StubFetcher(answers or {})
     intake = MediaIntake(fetcher, LIMITS)  # type: ignore[arg-type]
     prof = apply_settings(store.get(profile), NimSettings(**settings))
-    await intake.resolve(payload, prof, hash_name=hash_name)
+    await intake.resolve(payload, prof, hash_name)
     return fetcher
 
 
@@ -358,7 +358,7 @@ async def test_the_report_has_each_items_times_and_sizes(store):
         LIMITS,
     )
     prof = apply_settings(store.get(QWEN), NimSettings(max_videos_per_prompt=1))
-    report = await intake.resolve(payload, prof)
+    report = await intake.resolve(payload, prof, "blake3")
     assert report is not None
     fetched, inline, clip = report.items
     assert (fetched.where, fetched.kind) == ("messages[0].content[1]", "image")
@@ -373,4 +373,4 @@ async def test_the_report_has_each_items_times_and_sizes(store):
 
 async def test_no_media_no_report(store):
     intake = MediaIntake(StubFetcher({}), LIMITS)  # type: ignore[arg-type]
-    assert await intake.resolve(request(), store.get("tiny")) is None
+    assert await intake.resolve(request(), store.get("tiny"), "blake3") is None
