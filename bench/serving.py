@@ -108,6 +108,11 @@ class Plan:
     def prompts_for(self, concurrency: int) -> int:
         return max(8, 2 * concurrency) if self.quick else max(16, 4 * concurrency)
 
+    def probe_prompts_for(self, concurrency: int) -> int:
+        """Long enough for ~250 probes a round (one every 50 ms): a p99 of the ~60 that the
+        load run gives is its worst sample or next to it, and swung by 10 ms between A/A runs."""
+        return 8 * concurrency
+
 
 SECTION_TITLES = {
     "serving": "Serving: nimctl against vLLM's server, side by side",
@@ -421,10 +426,13 @@ def turn(
     if plan.probe:
         path = "/v1/health/live" if server.name == "nimctl" else "/health"
         probe = ProbeLatency(server.base_url + path)
+        samples: list[float] = []
         try:
-            measured(server, model_dir, top, plan.prompts_for(top), 100 + round_, failures)
+            measured(server, model_dir, top, plan.probe_prompts_for(top), 100 + round_, failures)
         finally:
-            probes += probe.stop()
+            samples = probe.stop()
+            probes += samples
+        out["probe"] = latency_summary(samples)
     if body is not None:
         out["images"] = {c: images_run(server, body, c, n) for c, n in plan.image_runs}
     return out
@@ -530,6 +538,9 @@ def summary_line(row: dict[str, Any]) -> str:
         parts.append(
             f"images c={c} {img['requests_per_s']:.2f} req/s CPU {img['cpu_ms_per_request']:.0f}"
         )
+    if "probe" in row:
+        probe = row["probe"]
+        parts.append(f"probe p50 {probe['median_ms']:.1f} p99 {probe['p99_ms']:.1f} ms")
     return "; ".join(parts)
 
 
@@ -568,6 +579,13 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
     ]
     runs = [("load", c, per_load) for c in plan["concurrencies"]]
     runs += [("images", c, per_images) for c, _ in plan["image_runs"]]
+    rounds = [r for rows in result["per_round"].values() for r in rows]
+    if plan["probe"] and all("probe" in r for r in rounds):  # runs saved before: pooled only
+        top = max(plan["concurrencies"])
+        rows += [
+            (f"probe {label} while {top} streams run", "ms", lambda r, k=key: r["probe"][k], False)
+            for label, key in (("p50", "median_ms"), ("p99", "p99_ms"))
+        ]
     for part, c, measures in runs:
         rows += [
             (
@@ -692,6 +710,18 @@ def report(result: dict[str, Any]) -> str:
             f"noise (about 3 MB each, 20 MB of JSON), `max_tokens` {IMAGE_MAX_TOKENS}, "
             f"non-streamed: {runs} requests over kept-alive connections."
         )
+    if plan["probe"]:
+        top = max(plan["concurrencies"])
+        during = (
+            f"a second load run at concurrency {top} "
+            f"(`--num-prompts` {Plan(**plan).probe_prompts_for(top)})"
+            if any("probe" in r for r in result["per_round"]["nimctl"])
+            else f"a second load run at concurrency {top}"
+        )
+        lines.append(
+            "- **probe**: `GET /v1/health/live` (vLLM's server: `/health`) every 50 ms from a "
+            f"process of its own (`bench/probe.py`, one kept-alive connection) during {during}."
+        )
     lines += [
         "",
         "Ratio = median over rounds of the per-round ratio A/B (higher is better for tok/s and "
@@ -749,8 +779,13 @@ def report(result: dict[str, Any]) -> str:
     if "probe_under_load" in result:
         probes = result["probe_under_load"]
         top = max(plan["concurrencies"])
+        counts = ""
+        if "n" in probes["nimctl"]:
+            counts = (
+                f", all rounds pooled ({probes['nimctl']['n']} / {probes['vllm']['n']} samples)"
+            )
         lines.append(
-            f"| probe latency while {top} streams run, p50 / p99 | "
+            f"| probe latency while {top} streams run, p50 / p99{counts} | "
             f"{probes['nimctl']['median_ms']:.1f} / {probes['nimctl']['p99_ms']:.1f} ms "
             f"(`/v1/health/live`) | {probes['vllm']['median_ms']:.1f} / "
             f"{probes['vllm']['p99_ms']:.1f} ms "

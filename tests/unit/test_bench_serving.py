@@ -73,3 +73,32 @@ def test_the_noise_floor_run_names_its_baseline_and_sets_no_targets() -> None:
     assert "--baseline nimctl" in text
     assert "vllm.entrypoints" not in text
     assert "Targets" not in text
+
+
+def test_the_probe_is_compared_round_by_round_with_its_sample_count() -> None:
+    plan = replace(serving.plan_for(quick=True, rounds=3), probe=True)
+    assert plan.probe_prompts_for(32) > plan.prompts_for(32)  # enough probes for a p99
+    saved = _result(plan, [1.0] * 3, [1.0] * 3)
+    for name, p99s in (("nimctl", [30.0, 40.0, 20.0]), ("vllm", [40.0, 40.0, 40.0])):
+        for row, p99 in zip(saved["per_round"][name], p99s, strict=True):
+            row["probe"] = {"median_ms": 5.0, "p99_ms": p99, "max_ms": 90.0, "n": 250}
+    saved["probe_under_load"] = {
+        n: {"median_ms": 5.0, "p99_ms": 35.0, "max_ms": 90.0, "n": 750} for n in serving.NAMES
+    }
+    result = serving.summarize(saved)
+    row = next(r for r in result["table"] if r["figure"] == "probe p99 while 16 streams run")
+    assert (row["ratio_min"], row["ratio_median"], row["ratio_max"]) == (0.5, 0.75, 1.0)
+    text = serving.report(result)
+    assert "all rounds pooled (750 / 750 samples)" in text
+    assert "concurrency 16 (`--num-prompts` 128)" in text
+
+
+def test_a_run_saved_without_per_round_probes_keeps_its_pooled_row() -> None:
+    plan = replace(serving.plan_for(quick=True, rounds=3), probe=True)
+    saved = _result(plan, [1.0] * 3, [1.0] * 3)
+    saved["probe_under_load"] = {
+        n: {"median_ms": 5.0, "p99_ms": 35.0, "max_ms": 90.0} for n in serving.NAMES
+    }
+    result = serving.summarize(saved)
+    assert not [r for r in result["table"] if r["figure"].startswith("probe")]
+    assert "| probe latency while 16 streams run, p50 / p99 |" in serving.report(result)
