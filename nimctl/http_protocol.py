@@ -13,6 +13,11 @@ sees anything, so this subclass counts in the parser callbacks (`on_url`, `on_he
 - 408 when a head that has begun is not complete within `timeout_s` (a connection that sent
   nothing by then is closed without an answer: there is no request to answer).
 
+It also answers a few requests itself (`Shortcut`s: the liveness probe), as soon as their
+message is parsed, without starting a task for the ASGI app: such an answer does not wait
+behind the work already queued on the event loop (under 32 streams, one chunk per stream per
+engine step), which is what a probe under load waited for.
+
 A refused connection is answered, half-closed, and closed after a short linger, so that a
 client still sending its head reads the answer rather than a connection reset. What httptools
 cannot parse at all (uvicorn's plain-text 400) is answered the same way, in the error shape.
@@ -23,11 +28,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr
 
 from nimctl.errors import (
     BadRequestError,
@@ -36,6 +44,7 @@ from nimctl.errors import (
     RequestTimeoutError,
     UriTooLongError,
 )
+from nimctl.observability import request_id
 
 logger = logging.getLogger("nimctl.http")
 
@@ -60,11 +69,36 @@ class HeadLimits:
     timeout_s: float = 20.0
 
 
-def bounded_protocol(limits: HeadLimits) -> type[asyncio.Protocol]:
-    """The protocol class to hand to `uvicorn.Config(http=...)`, bound to `limits`."""
+@dataclass(frozen=True)
+class ShortAnswer:
+    """A 200 given by a shortcut: its headers (content type and request id among them; the
+    protocol adds uvicorn's `date` and `server`, and the length) and its body."""
+
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    request_id: str  # on the access-log line, as on the app's answers
+
+
+class Shortcut(typing.Protocol):
+    """A GET of one exact request target that the protocol answers itself."""
+
+    @property
+    def target(self) -> bytes: ...
+
+    def answer(self, headers: Sequence[tuple[bytes, bytes]]) -> ShortAnswer | None:
+        """The answer to a request with these headers; None: the app answers it instead."""
+        ...
+
+
+def bounded_protocol(
+    limits: HeadLimits, shortcuts: Sequence[Shortcut] = ()
+) -> type[asyncio.Protocol]:
+    """The protocol class to hand to `uvicorn.Config(http=...)`, bound to `limits`, answering
+    `shortcuts` itself."""
 
     class Protocol(BoundedHttpToolsProtocol):
         LIMITS = limits
+        SHORTCUTS = {shortcut.target: shortcut for shortcut in shortcuts}
 
     return Protocol
 
@@ -73,6 +107,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """HttpToolsProtocol refusing heads that are too large, too many, or too slow."""
 
     LIMITS: ClassVar[HeadLimits] = HeadLimits()
+    SHORTCUTS: ClassVar[Mapping[bytes, Shortcut]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -84,6 +119,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._dropped = 0
+        self._short: ShortAnswer | None = None  # the message being parsed is a shortcut's
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -155,10 +191,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         self._in_head = self._head_begun = False
         self._raw_bytes = 0
-        super().on_headers_complete()
+        self._short = self._shortcut_answer()
+        if self._short is None:
+            super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if not self._refused and self._short is None:  # a shortcut's GET body is not read
             super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -166,7 +204,56 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._in_head = True
         self._raw_bytes = 0
+        if self._short is not None:
+            answer, self._short = self._short, None
+            self._send_short(answer)
+            return
         super().on_message_complete()
+
+    # --- shortcuts ----------------------------------------------------------------------------
+
+    def _shortcut_answer(self) -> ShortAnswer | None:
+        shortcut = self.SHORTCUTS.get(self.url)
+        if (
+            shortcut is None
+            or self.parser.get_method() != b"GET"
+            or self.parser.should_upgrade()
+            # Pipelined behind an answer still being sent: the app answers it, in order.
+            or (self.cycle is not None and not self.cycle.response_complete)
+        ):
+            return None
+        return shortcut.answer(self.headers)
+
+    def _send_short(self, answer: ShortAnswer) -> None:
+        """Write the answer as uvicorn's cycle would (status line, default headers, keep-alive),
+        log it as uvicorn does, and go on to the connection's next request."""
+        version = self.parser.get_http_version()
+        keep_alive = version != "1.0" and self.parser.should_keep_alive()
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        for name, value in (*self.server_state.default_headers, *answer.headers):
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"content-length: %d\r\n" % len(answer.body))
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        self.transport.write(b"".join(head) + b"\r\n" + answer.body)
+        if self.access_log:
+            token = request_id.set(answer.request_id)
+            try:
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(self.scope),
+                    "GET",
+                    self.url.decode("latin-1"),
+                    version,
+                    200,
+                )
+            finally:
+                request_id.reset(token)
+        if keep_alive:
+            self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
+        else:
+            self.server_state.total_requests += 1
+            self.transport.close()
 
     # --- refusing -----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
+from nimctl.api.health import LiveShortcut
 from nimctl.http_protocol import HeadLimits, bounded_protocol
 from nimctl.settings import NimSettings
 from nimctl.tls import ReloadingTls
@@ -118,10 +119,14 @@ def uvicorn_config(
     # Keep-alive outlives the usual load-balancer idle timeout (60 s): with uvicorn's 5 s, a
     # client reusing a connection as the server closes it gets a dropped request, which the
     # benchmark saw under load for vLLM's server and nimctl alike.
+    state: AppState = app.state.nimctl  # Starlette's app.state is untyped
     return uvicorn.Config(
         app,
         # httptools, with bounds on request heads (size, count, time) that uvicorn lacks
-        http=bounded_protocol(HeadLimits(timeout_s=settings.request_header_timeout)),
+        http=bounded_protocol(
+            HeadLimits(timeout_s=settings.request_header_timeout),
+            shortcuts=(LiveShortcut(state.metrics),),
+        ),
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=5,

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from nimctl.errors import (
@@ -63,6 +63,17 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def request_id_of(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-Id if it is sane, else a new one (what every answer carries)."""
+    for name, value in headers:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _CLIENT_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Take the client's X-Request-Id (if sane) or make one; return it; log lines carry it."""
 
@@ -73,13 +84,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                rid = candidate if _CLIENT_ID.match(candidate) else None
-                break
-        rid = rid or uuid.uuid4().hex
+        rid = request_id_of(scope["headers"])
         token = request_id.set(rid)
         header = (b"x-request-id", rid.encode())
 

@@ -11,62 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from nimctl.api import create_app
 from nimctl.http_protocol import MAX_HEAD_BYTES, MAX_HEADERS
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
-from nimctl.server import GracefulServer, uvicorn_config
-from nimctl.settings import NimSettings
 from tests.support import rawhttp
 from tests.support.errors import assert_error_shape
-from tests.support.fake_engine import FakeEngine
 from tests.support.rawhttp import Answer, chat_head, request_head
+from tests.support.uvicorn_thread import Running, running
 
 MODEL = "nimctl/tiny-vlm"
 CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}).encode()
 PATIENCE_S = 30.0  # how long a test waits for an answer: far above the timeouts set
-
-
-@dataclass
-class Running:
-    port: int
-    engine: FakeEngine
-    registry: CollectorRegistry  # nimctl's own series
-
-
-@contextmanager
-def running(**settings: float) -> Iterator[Running]:
-    profile = ProfileStore.load([builtin_profiles_dir()]).get("tiny")
-    engine = FakeEngine(served_model_name=profile.served_model_name)
-    engine.release.set()
-    registry = CollectorRegistry()
-    config = NimSettings(**settings)
-    app = create_app(config, profile, engine, registry=registry)
-    server = GracefulServer(uvicorn_config(app, config), app, 1.0)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen()
-    thread = threading.Thread(target=asyncio.run, args=(server.serve(sockets=[sock]),), daemon=True)
-    thread.start()
-    try:
-        for _ in range(1000):
-            if server.started and app.state.nimctl.supervisor.state.value == "ready":
-                break
-            threading.Event().wait(0.01)
-        yield Running(sock.getsockname()[1], engine, app.state.nimctl.metrics.registry)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")
