@@ -40,6 +40,30 @@ def test_refused(raw, fragment):
     assert fragment in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"top_k": 2901066795100782070404743168}', "top_k"),  # found by the fuzzer: a 500
+        (b'{"seed": 9223372036854775808}', "seed"),
+        (b'{"seed": -9223372036854775809}', "seed"),
+        (b'{"logit_bias": {"5": 1, "7": 100000000000000000000}}', "logit_bias.7"),
+        (b'{"messages": [{"a": [1, -' + b"9" * 5000 + b"]}]}", "messages[0].a[1]"),
+        (b'{"x": ' * 500 + b"1" * 30 + b"}" * 500, "x" + ".x" * 499),
+    ],
+    ids=["top_k", "2**63", "-2**63-1", "nested", "5000-digits", "500-deep"],
+)
+def test_integers_beyond_64_bits_are_refused_where_they_are(raw, param):
+    with pytest.raises(BadRequestError) as caught:
+        parse_json_object(raw)
+    assert caught.value.param == param
+    assert "outside the 64-bit integer range" in str(caught.value)
+
+
+def test_64_bit_integers_pass():
+    body = b'{"a": 9223372036854775807, "b": -9223372036854775808, "c": [0, -1, 123456789012]}'
+    assert parse_json_object(body) == {"a": 2**63 - 1, "b": -(2**63), "c": [0, -1, 123456789012]}
+
+
 def test_valid_unicode_and_numbers_pass():
     payload = parse_json_object(b'{"a": "\\ud83d\\ude00 \\u00e9", "t": 0.7, "n": 1e308}')
     assert payload == {"a": "\U0001f600 \u00e9", "t": 0.7, "n": 1e308}
