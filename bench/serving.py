@@ -426,7 +426,6 @@ def turn(
     if plan.probe:
         path = "/v1/health/live" if server.name == "nimctl" else "/health"
         probe = ProbeLatency(server.base_url + path)
-        samples: list[float] = []
         try:
             measured(server, model_dir, top, plan.probe_prompts_for(top), 100 + round_, failures)
         finally:
@@ -579,8 +578,7 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
     ]
     runs = [("load", c, per_load) for c in plan["concurrencies"]]
     runs += [("images", c, per_images) for c, _ in plan["image_runs"]]
-    rounds = [r for rows in result["per_round"].values() for r in rows]
-    if plan["probe"] and all("probe" in r for r in rounds):  # runs saved before: pooled only
+    if probed_per_round(result):
         top = max(plan["concurrencies"])
         rows += [
             (f"probe {label} while {top} streams run", "ms", lambda r, k=key: r["probe"][k], False)
@@ -597,6 +595,12 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
             for label, unit, field, higher in measures
         ]
     return rows
+
+
+def probed_per_round(result: dict[str, Any]) -> bool:
+    """Whether every round has its own probe figures (runs saved before 12-02: pooled only)."""
+    rounds = [r for rows in result["per_round"].values() for r in rows]
+    return bool(result["plan"]["probe"]) and all("probe" in r for r in rounds)
 
 
 def _key(rows: dict[Any, Any], c: int) -> Any:
@@ -712,12 +716,9 @@ def report(result: dict[str, Any]) -> str:
         )
     if plan["probe"]:
         top = max(plan["concurrencies"])
-        during = (
-            f"a second load run at concurrency {top} "
-            f"(`--num-prompts` {Plan(**plan).probe_prompts_for(top)})"
-            if any("probe" in r for r in result["per_round"]["nimctl"])
-            else f"a second load run at concurrency {top}"
-        )
+        during = f"a second load run at concurrency {top}"
+        if probed_per_round(result):
+            during += f" (`--num-prompts` {Plan(**plan).probe_prompts_for(top)})"
         lines.append(
             "- **probe**: `GET /v1/health/live` (vLLM's server: `/health`) every 50 ms from a "
             f"process of its own (`bench/probe.py`, one kept-alive connection) during {during}."

@@ -249,11 +249,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 )
             finally:
                 request_id.reset(token)
-        if keep_alive:
-            self.on_response_complete()  # counts it, arms the keep-alive timer, reads on
-        else:
-            self.server_state.total_requests += 1
+        if not keep_alive:
             self.transport.close()
+        self.on_response_complete()  # counts it; kept alive: arms the timer, reads on
 
     # --- refusing -----------------------------------------------------------------------------
 

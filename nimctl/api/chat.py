@@ -161,8 +161,8 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-# The integers every field takes at most: the engine carries them as 64-bit (msgspec, torch),
-# and one beyond came back as a 500 with no message (`top_k` of 2.9e27, found by the fuzzer).
+# The integers every field takes at most: one beyond came back as a 500 with no message
+# (`top_k` of 2.9e27, found by the fuzzer; where in the engine it failed was not traced).
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -176,15 +176,15 @@ class _WideInteger:
 
 
 def _refuse_wide_integer(payload: dict[str, Any], first: _WideInteger) -> None:
-    path = _path_to(payload, first) or ()
-    where = f"`{key_path(path)}`: " if path else ""
+    param = key_path(_path_to(payload, first) or ()) or None
+    where = f"`{param}`: " if param else ""
     shown = (
         first.text if len(first.text) <= 40 else f"{first.text[:40]}... ({len(first.text)} digits)"
     )
     raise BadRequestError(
         f"Invalid request: {where}{shown} is outside the 64-bit integer range; it must be "
         f"greater than or equal to {INT64_MIN} and less than or equal to {INT64_MAX}.",
-        param=key_path(path) or None,
+        param=param,
     )
 
 
