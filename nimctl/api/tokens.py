@@ -14,7 +14,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from nimctl.api.chat import parse_json_object, resolve_media
+from nimctl.api.chat import resolve_media
+from nimctl.api.json_body import parse_json_object
 from nimctl.api.state import AppState, app_state, require_model, require_ready
 from nimctl.errors import BadRequestError
 from nimctl.guards import check_request

@@ -3,15 +3,17 @@ strict at every depth as JSON types them; structured-output schemas that no valu
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
+import random
 from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypedDict
 
-from nimctl.api.chat import parse_json_object
+from nimctl.api.json_body import _parse_exactly, parse_json_object
 from nimctl.errors import BadRequestError
 from nimctl.validation import StrictRequestModel, unsatisfiable_schema
 from nimctl.validation_errors import json_path
@@ -67,6 +69,115 @@ def test_64_bit_integers_pass():
 def test_valid_unicode_and_numbers_pass():
     payload = parse_json_object(b'{"a": "\\ud83d\\ude00 \\u00e9", "t": 0.7, "n": 1e308}')
     assert payload == {"a": "\U0001f600 \u00e9", "t": 0.7, "n": 1e308}
+
+
+def typed(value: Any) -> Any:
+    """A value with its JSON types spelt out: 1 and 1.0 (and True) compare equal in Python."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+def outcome(parse: Any, raw: bytes) -> Any:
+    try:
+        return typed(parse(raw))
+    except BadRequestError:
+        return "refused"
+
+
+def same_outcome(raw: bytes) -> None:
+    fast, exact = outcome(parse_json_object, raw), outcome(_parse_exactly, raw)
+    assert fast == exact, raw[:200]
+
+
+def json_values(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**63 - 1, -(2**63), 2**53 + 1, rng.randrange(-(10**12), 10**12)])
+    if kind == 2:
+        return rng.choice([0.0, -0.0, 0.1, 1e308, 5e-324, 2.5, rng.uniform(-1e6, 1e6)])
+    if kind in (3, 4, 5):
+        return "".join(
+            rng.choice('aZ0 \\"\n\t\u00e9\u4e2d\U0001f600/') for _ in range(rng.randrange(8))
+        )
+    if kind in (6, 7):
+        return {f"k{i}": json_values(rng, depth + 1) for i in range(rng.randrange(4))}
+    return [json_values(rng, depth + 1) for _ in range(rng.randrange(4))]
+
+
+def test_the_fast_parser_means_what_pythons_does_for_valid_bodies():
+    """Numbers keep their JSON type (1 against 1.0), floats their exact value, strings every
+    escape; 300 generated bodies, written compact, spaced and escaped to ASCII."""
+    rng = random.Random(7)
+    for _ in range(300):
+        value = {"v": json_values(rng)}
+        for text in (
+            json.dumps(value),
+            json.dumps(value, indent=2, ensure_ascii=False),
+            json.dumps(value, separators=(",", ":")),
+        ):
+            raw = text.encode()
+            assert typed(parse_json_object(raw)) == typed(value) == typed(_parse_exactly(raw))
+
+
+SEEDS = [
+    b'{"model": "m", "messages": [{"role": "user", "content": "h\\u00e9 \\ud83d\\ude00"}]}',
+    b'{"top_k": 12345678901234567890, "t": 1.5e308, "n": [1, -0, 0.5E-3, true, null]}',
+    b'{"a": {"b": [[], {}, "x\\"y"]}, "c": -9223372036854775808}',
+]
+NOISE = [
+    b"\\",
+    b'"',
+    b"\\ud800",
+    b"\\udc00",
+    b"9" * 20,
+    b"-",
+    b"e999",
+    b"NaN",
+    b"\xff",
+    b"\xc3",
+    b"\x00",
+    b",",
+    b"}",
+    b"]",
+    b"[",
+    b"{",
+    b":",
+    b" ",
+    b"1",
+    b".",
+    b"\xef\xbb\xbf",
+    b"\\u",
+]
+
+
+def test_both_parsers_refuse_and_take_the_same_bodies():
+    """Bodies broken at random (a byte dropped, noise put in, a byte changed): the fast path
+    refuses exactly what Python's parser refuses, and takes the rest with the same meaning."""
+    rng = random.Random(11)
+    for _ in range(3000):
+        raw = bytearray(rng.choice(SEEDS))
+        for _ in range(rng.randrange(1, 3)):
+            at = rng.randrange(len(raw) + 1)
+            change = rng.randrange(3)
+            if change == 0 and raw:
+                del raw[min(at, len(raw) - 1)]
+            elif change == 1:
+                raw[at:at] = rng.choice(NOISE)
+            elif raw:
+                raw[min(at, len(raw) - 1)] = rng.randrange(256)
+        same_outcome(bytes(raw))
+
+
+def test_a_body_of_five_images_reads_the_same():
+    image = base64.b64encode(bytes(range(256)) * 4000).decode()
+    parts = [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}] * 5
+    raw = json.dumps({"messages": [{"role": "user", "content": parts}], "max_tokens": 1}).encode()
+    assert parse_json_object(raw) == _parse_exactly(raw) == json.loads(raw)
 
 
 # --- strict scalars at every depth (nimctl.validation.StrictRequestModel) ----------------------
