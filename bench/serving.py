@@ -574,6 +574,7 @@ def figures(result: dict[str, Any]) -> list[tuple[str, str, Getter, bool]]:
     ]
     per_images = [
         ("5 images: requests/s", "req/s", "requests_per_s", True),
+        ("5 images: latency p50", "ms", "latency_ms", False),
         ("5 images: HTTP CPU per request", "ms", "cpu_ms_per_request", False),
     ]
     runs = [("load", c, per_load) for c in plan["concurrencies"]]
@@ -708,11 +709,13 @@ def report(result: dict[str, Any]) -> str:
         "engine core and worker excluded), before and after each run, over its requests.",
     ]
     if plan["image_runs"]:
-        runs = ", ".join(f"{n} at concurrency {c}" for c, n in plan["image_runs"])
+        runs = ", ".join(f"{n} requests at concurrency {c}" for c, n in plan["image_runs"])
         lines.append(
             f"- **5 images**: one request with {IMAGE_COUNT} base64 PNGs of 1000 x 1000 random "
             f"noise (about 3 MB each, 20 MB of JSON), `max_tokens` {IMAGE_MAX_TOKENS}, "
-            f"non-streamed: {runs} requests over kept-alive connections."
+            f"non-streamed: {runs}, over kept-alive connections. Requests/s is the "
+            "count over the run's wall time, so its last requests weigh on it; the latency p50 "
+            "is the median request's.",
         )
     if plan["probe"]:
         top = max(plan["concurrencies"])
