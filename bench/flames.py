@@ -245,12 +245,15 @@ def profile(server: Running, tokenizer: Path, seconds: int, concurrency: int, ra
     return {"busy_cores": busy, "requests": requests, "seconds": took}
 
 
-def run(seconds: int, concurrency: int) -> dict[str, Any]:
+def run(seconds: int, concurrency: int, to_docs: bool = True) -> dict[str, Any]:
+    """Profile both servers; the flame graphs go to docs/flamegraphs, or with `to_docs` false
+    to the run's log directory (a look that changes nothing in docs/)."""
     model_dir = ensure_tiny_model(CACHE)
     engine_args = dict(ProfileStore.load([builtin_profiles_dir()]).get("tiny").engine_args)
     logdir = CACHE / "logs" / time.strftime("flames-%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
-    (DOCS / "flamegraphs").mkdir(parents=True, exist_ok=True)
+    svg_dir = DOCS / "flamegraphs" if to_docs else logdir
+    svg_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"seconds": seconds, "concurrency": concurrency}
     for name in NAMES:
         log = logdir / f"{name}.log"
@@ -265,13 +268,13 @@ def run(seconds: int, concurrency: int) -> dict[str, Any]:
         finally:
             server.stop()
         stacks = parse_collapsed(raw.read_text())
-        svg = DOCS / "flamegraphs" / f"{name}-c{concurrency}.svg"
+        svg = svg_dir / f"{name}-c{concurrency}.svg"
         title = (
             f"{name} HTTP process, {concurrency} concurrent streams, py-spy {seconds} s "
             f"({sum(c for _, c in stacks)} busy samples at 200 Hz)"
         )
         svg.write_text(flame_svg(stacks, title))
-        result[name] = {**load, **shares(stacks), "svg": str(svg.relative_to(DOCS))}
+        result[name] = {**load, **shares(stacks), "svg": str(svg)}
         print(f"{name}: {result[name]['busy_cores']:.2f} cores busy", file=sys.stderr)
     return result
 
@@ -347,9 +350,11 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument(
+        "--no-doc", action="store_true", help="print only; flame graphs to the log directory"
+    )
     args = parser.parse_args(argv)
-    result = run(args.seconds, args.concurrency)
+    result = run(args.seconds, args.concurrency, to_docs=not args.no_doc)
     publish(
         "profile",
         result,
