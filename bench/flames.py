@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
 import subprocess
 import sys
@@ -274,7 +275,8 @@ def run(seconds: int, concurrency: int, to_docs: bool = True) -> dict[str, Any]:
             f"({sum(c for _, c in stacks)} busy samples at 200 Hz)"
         )
         svg.write_text(flame_svg(stacks, title))
-        result[name] = {**load, **shares(stacks), "svg": str(svg)}
+        # As linked from docs/benchmarks.md (the log directory's too, for a --no-doc look).
+        result[name] = {**load, **shares(stacks), "svg": os.path.relpath(svg, DOCS)}
         print(f"{name}: {result[name]['busy_cores']:.2f} cores busy", file=sys.stderr)
     return result
 
@@ -286,7 +288,7 @@ def report(result: dict[str, Any]) -> str:
         f"warmed up, streamed chats at concurrency {c} (vLLM's `bench serve`, 128 in / 128 "
         f"out) while `py-spy record --pid <HTTP process> --rate 200 --nonblocking --threads` "
         f"samples it for {result['seconds']} s. Flame graphs: "
-        f"[nimctl](flamegraphs/nimctl-c{c}.svg), [vLLM's server](flamegraphs/vllm-c{c}.svg) "
+        f"[nimctl]({result['nimctl']['svg']}), [vLLM's server]({result['vllm']['svg']}) "
         "(open the SVG; hover for names and shares). Shares are of busy samples: waiting ones "
         "(the loop's poll, idle pool threads) are left out.",
         "",
