@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -217,14 +218,38 @@ def start_vllm(
     return _start("vllm", command, port, log, environment, "/health")
 
 
+def spawn_server(
+    command: Sequence[str], env: dict[str, str], output: IO[bytes], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server the caller can stop whole and that leaves the caller its share of the CPU.
+
+    It leads a process group of its own, so `os.killpg` reaches the engine processes it spawns,
+    but it stays in the caller's session. A new session is a new scheduling autogroup on Linux
+    (CONFIG_SCHED_AUTOGROUP), and vLLM's engine core spins on `sched_yield` while its worker
+    runs a step. With each server in a session of its own, on this 2-core machine, processes of
+    other sessions on the engine core's CPU (the test's or benchmark's client, a heartbeat pinned
+    there) went unscheduled for 2-10 s at a time while one stream ran, and the stream's tokens
+    reached the client all at once; in the caller's session, none did, at the same token rate.
+    Also measured: the engine core reniced to 10 removed the stalls, with no loss at
+    concurrency 1. `docs/reliability.md` has the figures.
+    """
+    return subprocess.Popen(
+        list(command),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        process_group=0,
+        cwd=cwd,
+    )
+
+
 def _start(
     name: str, command: list[str], port: int, log: Path, env: dict[str, str], ready_path: str
 ) -> Running:
     handle = log.open("wb")
     began = time.monotonic()
-    process = subprocess.Popen(
-        command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO
-    )
+    process = spawn_server(command, env, handle, cwd=REPO)
     running = Running(name, f"http://127.0.0.1:{port}", process, began)
     try:
         with httpx.Client(base_url=running.base_url, timeout=2.0) as client:

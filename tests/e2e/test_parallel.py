@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import spawn_server
 from nimctl.hardware import detect_gpus
 from tests.support.server import E2E_CACHE, Server, free_port, start_server
 from tests.support.tiny import TINY_MODEL
@@ -56,12 +57,10 @@ def test_ray_executor_is_refused_by_vllm_cpu(tmp_path):
     }
     nimctl = Path(sys.executable).with_name("nimctl")
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        process = spawn_server(
             [str(nimctl), "serve", "--profile", "tiny", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env,
+            out,
         )
         try:
             code = process.wait(timeout=240)
@@ -91,7 +90,7 @@ def test_one_machine_ray_cluster_head_and_worker(tmp_path):  # pragma: no cover 
     worker = subprocess.Popen(
         [nimctl, "worker", "--profile", "tiny", "--leader", "127.0.0.1"],
         env=base,
-        start_new_session=True,
+        process_group=0,  # the caller's session: see bench.servers.spawn_server
     )
     try:
         server = start_server("tiny", tmp_path / "leader.log", env=base)

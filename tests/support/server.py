@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.servers import spawn_server
+
 REPO = Path(__file__).resolve().parents[2]
 # Kept between runs: the generated model and vLLM's caches make the next start faster.
 E2E_CACHE = REPO / ".cache" / "e2e"
@@ -73,12 +75,10 @@ def start_server(
     }
     log = log_path.open("wb")
     began = time.monotonic()
-    process = subprocess.Popen(
+    process = spawn_server(
         [str(nimctl), "serve", "--profile", profile, "--host", "127.0.0.1", "--port", str(port)],
-        env=full_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        full_env,
+        log,
     )
     scheme = "https" if tls else "http"
     server = Server(f"{scheme}://127.0.0.1:{port}", process, log_path)
