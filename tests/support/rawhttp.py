@@ -68,7 +68,12 @@ async def read_answer(reader: asyncio.StreamReader) -> Answer:
     body = await reader.readexactly(int(headers.get("content-length", "0")))
     closed = False
     if headers.get("connection") == "close":
-        closed = await reader.read() == b""  # b"" once the server has closed the connection
+        try:
+            closed = await reader.read() == b""  # b"" once the server has closed the connection
+        except ConnectionResetError:
+            # Closed while a slow sender's bytes were still arriving: the kernel answers those
+            # with a reset, which can come before the end of the stream is read.
+            closed = True
     return Answer(int(status_line.split()[1]), headers, body, closed)
 
 
