@@ -219,26 +219,22 @@ def start_vllm(
 
 
 def spawn_server(
-    command: Sequence[str], env: dict[str, str], output: IO[bytes], cwd: Path | None = None
+    command: Sequence[str], env: dict[str, str], output: IO[bytes] | None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a server the caller can stop whole and that leaves the caller its share of the CPU.
 
     It leads a process group of its own, so `os.killpg` reaches the engine processes it spawns,
-    but it stays in the caller's session. A new session is a new scheduling autogroup on Linux
-    (CONFIG_SCHED_AUTOGROUP), and vLLM's engine core spins on `sched_yield` while its worker
-    runs a step. With each server in a session of its own, on this 2-core machine, processes of
-    other sessions on the engine core's CPU (the test's or benchmark's client, a heartbeat pinned
-    there) went unscheduled for 2-10 s at a time while one stream ran, and the stream's tokens
-    reached the client all at once; in the caller's session, none did, at the same token rate.
-    Also measured: the engine core reniced to 10 removed the stalls, with no loss at
-    concurrency 1. `docs/reliability.md` has the figures.
+    but it stays in the caller's session: a session of its own is a scheduling autogroup of its
+    own on Linux, and vLLM's engine core, spinning on `sched_yield`, then starved the caller's
+    processes for seconds on a 2-core machine (docs/reliability.md, "The engine core's spin").
+    `output`: where its stdout and stderr go (None: the caller's).
     """
     return subprocess.Popen(
         list(command),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=output,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.STDOUT if output is not None else None,
         process_group=0,
         cwd=cwd,
     )

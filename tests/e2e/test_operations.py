@@ -48,7 +48,7 @@ def test_the_server_runs_in_this_session_with_a_process_group_of_its_own(tiny_se
     """The tests below time nothing, but they need this process to run while the engine does.
     In a session of its own the server was a scheduling autogroup of its own, and the engine
     core's yield-spin left this process unscheduled for seconds at a time: the eight streams
-    below then opened one after another (bench.servers.spawn_server has the measurements)."""
+    below then opened one after another (docs/reliability.md has the measurements)."""
     pid = tiny_server.process.pid
     assert os.getsid(pid) == os.getsid(0)
     assert os.getpgid(pid) == pid  # so stopping it can signal its engine processes too

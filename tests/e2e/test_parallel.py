@@ -87,10 +87,8 @@ def test_one_machine_ray_cluster_head_and_worker(tmp_path):  # pragma: no cover 
         "NIM_CLUSTER_START_TIMEOUT": "120",
     }
     nimctl = str(Path(sys.executable).with_name("nimctl"))
-    worker = subprocess.Popen(
-        [nimctl, "worker", "--profile", "tiny", "--leader", "127.0.0.1"],
-        env=base,
-        process_group=0,  # the caller's session: see bench.servers.spawn_server
+    worker = spawn_server(
+        [nimctl, "worker", "--profile", "tiny", "--leader", "127.0.0.1"], base, None
     )
     try:
         server = start_server("tiny", tmp_path / "leader.log", env=base)
