@@ -184,11 +184,20 @@ def _serve(args: argparse.Namespace) -> int:
         profile,
         VllmEngine(settings, profile),
         profile_id=config.profile_id,
-        on_ready=freeze_startup_heap,
+        on_ready=settle_after_start,
         tracing=tracing_from_settings(settings, os.environ),
     )
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(serve(app, sock, settings))
+
+
+def settle_after_start() -> None:
+    """Once the engine is up, before readiness turns true: what stays fixed for the process's
+    life is fixed here, where process-wide side effects belong."""
+    from nimctl.engine.environment import freeze_engine_environment
+
+    freeze_engine_environment()
+    freeze_startup_heap()
 
 
 def freeze_startup_heap() -> None:

@@ -14,7 +14,7 @@ from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
 
-from nimctl.engine.environment import bind_cpu_ranks
+from nimctl.engine.environment import bind_cpu_ranks, freeze_engine_environment
 from nimctl.engine.vllm import (
     build_engine_args,
     parse_passthrough_args,
@@ -278,3 +278,18 @@ def test_a_local_model_is_neither_downloaded_nor_generated(store, tmp_path):
     progress = StartupProgress()
     assert fetch_model_source(local, NimSettings(), progress) == str(tmp_path)
     assert progress.status.phase is Phase.RESOLVING_PROFILE
+
+
+def test_once_frozen_the_engine_environment_is_not_read_again(monkeypatch):
+    """`nimctl serve` freezes it when the engine is up: vLLM's per-token reads become lookups."""
+    from vllm import envs
+
+    monkeypatch.setenv("VLLM_COMPUTE_NANS_IN_LOGITS", "0")
+    assert envs.VLLM_COMPUTE_NANS_IN_LOGITS is False
+    try:
+        freeze_engine_environment()
+        monkeypatch.setenv("VLLM_COMPUTE_NANS_IN_LOGITS", "1")
+        assert envs.VLLM_COMPUTE_NANS_IN_LOGITS is False
+    finally:
+        envs.disable_envs_cache()
+    assert envs.VLLM_COMPUTE_NANS_IN_LOGITS is True
