@@ -106,3 +106,20 @@ def test_the_report_names_each_workload_and_its_verdict():
     assert "<= 1.05: met" in text  # c=1: A about 9 % under B in every pair
     assert text.count("output tok/s") == 1  # not at concurrency 1
     assert "<= 1.05: missed" in text and ">= 1.00: missed" in text  # c=16: A twice B's CPU
+
+
+def test_against_itself_the_report_asks_whether_the_interval_holds_one():
+    same = [{"cpu_ms_per_request": 20.0 + i, "output_tok_s": 900.0 + i} for i in range(10)]
+    off = [{"cpu_ms_per_request": 30.0 + i, "output_tok_s": 900.0 + i} for i in range(10)]
+    result = {
+        "baseline": "nimctl",
+        "seconds": 60.0,
+        "workloads": [
+            {"name": "c=16", "concurrency": 16, "max_tokens": 128, "requests": 32, "pairs": 10}
+        ],
+        "blocks": {"c=16": {"A": off, "B": same}},
+    }
+    text = paired.report(result)
+    assert "| interval holds 1.00 |" in text and "target" not in text
+    cpu, tokens = (line for line in text.splitlines() if line.startswith("| c=16"))
+    assert cpu.endswith("| no |") and tokens.endswith("| yes |")
