@@ -146,12 +146,8 @@ def run(baseline: str, scale: float, b_env: dict[str, str]) -> dict[str, Any]:
                 if cycle >= pairs[work.name]:
                     continue
                 for side in SIDES if cycle % 2 == 0 else SIDES[::-1]:
-                    server = servers[side]
-                    server.resume()
-                    try:
+                    with servers[side].turn() as server:
                         blocks[work.name][side].append(block(server, work))
-                    finally:
-                        server.pause()
             print(f"cycle {cycle + 1}/{max(pairs.values())}", file=sys.stderr, flush=True)
     finally:
         for server in servers.values():

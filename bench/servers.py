@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -110,6 +110,15 @@ class Running:
     def resume(self) -> None:
         os.killpg(self.process.pid, signal.SIGCONT)
         self.paused = False
+
+    @contextmanager
+    def turn(self) -> Iterator[Running]:
+        """Resumed for the body of a `with`, paused again after it, whatever happens there."""
+        self.resume()
+        try:
+            yield self
+        finally:
+            self.pause()
 
     def http_pids(self) -> list[int]:
         """The process(es) that serve HTTP: the main one, or vLLM's API server children.

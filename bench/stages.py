@@ -160,17 +160,13 @@ def run(rounds: int, text: int, images: int) -> dict[str, Any]:
             servers[name].pause()
         for round_ in range(rounds):
             for name in NAMES:
-                server = servers[name]
-                server.resume()
-                try:
+                with servers[name].turn() as server:
                     for kind, body in kinds.items():
                         request = encode_request("POST", "/v1/chat/completions", server.port, body)
                         count = text if kind == "text" else images
                         records, exchanges = block(server, paths[name], request, count)
                         collected[name][kind][0].extend(records)
                         collected[name][kind][1].extend(exchanges)
-                finally:
-                    server.pause()
             print(f"stages: round {round_ + 1}/{rounds} done", file=sys.stderr, flush=True)
     finally:
         for server in servers.values():
