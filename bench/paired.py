@@ -8,10 +8,11 @@ turns last about 25 s and the two servers' turns are a minute or more apart, so 
 ratios of CPU per request spread 0.6-1.5 (12 rounds, 2026-12-03) and a 5 % target sits inside
 that spread whatever the code does. Here both servers stay up, each paused (SIGSTOP of its
 process group, engine included) while the other works, and they swap after every block of one
-to four seconds, A B in one cycle and B A in the next, so a drift slower than a block hits both
-halves of a pair alike; and there are tens of pairs per workload, so what is left averages out.
-Each figure is the median of per-pair ratios with a bootstrap 90 % interval, and the pooled
-ratio (all of A's CPU over all of B's).
+to four seconds, A B in one cycle and B A in the next. The hope was that a drift slower than a
+block would cancel within a pair; measured, the pairs spread as widely as the turns (0.63-1.42
+at c=1: the noise is faster than a block). What narrows the interval is the number of pairs,
+tens per workload in the time of a few turns. Each figure is the median of per-pair ratios with
+a bootstrap 90 % interval, and the pooled ratio (the sum of A's block values over B's).
 
 CPU is the run time of the HTTP process's threads from /proc/PID/task/*/schedstat, in
 nanoseconds: /proc/PID/stat counts 10 ms ticks, coarse for a block of 0.1-1 s of CPU. A thread
@@ -40,9 +41,7 @@ import numpy as np
 
 from bench.rawhttp import chat_body, closed_loop, encode_request
 from bench.servers import CACHE, MODEL, Running, start_nimctl, start_vllm
-from bench.serving import HERMES, IMAGE_COUNT, KEEPALIVE_PROMPT
-from nimctl.modelgen.idefics3 import ensure_tiny_model
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
+from bench.serving import KEEPALIVE_PROMPT
 
 SIDES = ("A", "B")
 TARGET_CPU = 1.05  # issue 11: HTTP CPU per request <= 1.05 x vLLM's server
@@ -114,8 +113,6 @@ def block(server: Running, work: Workload, attempts: int = 3) -> dict[str, float
 
 
 def run(baseline: str, scale: float, b_env: dict[str, str]) -> dict[str, Any]:
-    model_dir = ensure_tiny_model(CACHE)
-    profile = ProfileStore.load([builtin_profiles_dir()]).get("tiny")
     logdir = CACHE / "logs" / time.strftime("%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     pairs = {w.name: max(2, round(w.pairs * scale)) for w in WORKLOADS}
@@ -132,14 +129,7 @@ def run(baseline: str, scale: float, b_env: dict[str, str]) -> dict[str, Any]:
             elif baseline == "nimctl":
                 servers[side] = start_nimctl("tiny", log, b_env)
             else:
-                servers[side] = start_vllm(
-                    model_dir,
-                    MODEL,
-                    dict(profile.engine_args),
-                    {"image": IMAGE_COUNT},
-                    log,
-                    HERMES,
-                )
+                servers[side] = start_vllm(log)
             servers[side].pause()
         for cycle in range(max(pairs.values())):
             for work in WORKLOADS:
@@ -233,10 +223,10 @@ def report(result: dict[str, Any]) -> str:
         "prompt of about 130 tokens, greedy, ignore_eos) over `concurrency` kept-alive "
         "connections (`bench/rawhttp.py`). CPU: run time of the HTTP process's threads "
         "(`/proc/PID/task/*/schedstat`, ns), engine processes excluded. Ratio: median of the "
-        f"per-pair ratios A/B with a bootstrap {INTERVAL:.0%} interval; pooled: all of A over "
-        "all of B. Why this layout: `bench/paired.py`'s docstring. Every block starts right "
-        "after a resume (cold caches, timers catching up), so its milliseconds run higher "
-        "than a long run's: compare the ratios.",
+        f"per-pair ratios A/B with a bootstrap {INTERVAL:.0%} interval; pooled: the sum of A's "
+        "block values over B's. Why this layout: `bench/paired.py`'s docstring. Every block "
+        "starts right after a resume (cold caches, timers catching up), so its milliseconds "
+        "run higher than a long run's: compare the ratios.",
         "",
         f"| workload | figure | nimctl (A), median | {b_name}, median | ratio A/B "
         f"| {INTERVAL:.0%} interval | pooled | pair ratios "

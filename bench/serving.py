@@ -66,7 +66,6 @@ IMAGE_COUNT = 5
 IMAGE_MAX_TOKENS = 8
 NAMES = ("nimctl", "vllm")
 LABELS = {"nimctl": "A nimctl", "vllm": "B vLLM", "engine": "C engine"}
-HERMES = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
 METRICS = (
     "output_throughput",
     "request_throughput",
@@ -451,7 +450,7 @@ def run(plan: Plan) -> dict[str, Any]:
         log = logdir / f"{name}-{round_}.log"
         if name == "nimctl" or plan.baseline == "nimctl":
             return start_nimctl("tiny", log, dict(plan.nimctl_env))
-        return start_vllm(model_dir, MODEL, engine_args, {"image": IMAGE_COUNT}, log, HERMES)
+        return start_vllm(log)
 
     per_round: dict[str, list[dict[str, Any]]] = {n: [] for n in NAMES}
     probes: dict[str, list[float]] = {n: [] for n in NAMES}

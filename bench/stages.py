@@ -20,9 +20,7 @@ from typing import Any
 
 from bench.rawhttp import Connection, Exchange, chat_body, encode_request
 from bench.servers import CACHE, MODEL, Running, start_nimctl, start_vllm
-from bench.serving import HERMES, IMAGE_COUNT, KEEPALIVE_PROMPT, images_body
-from nimctl.modelgen.idefics3 import ensure_tiny_model
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
+from bench.serving import IMAGE_COUNT, KEEPALIVE_PROMPT, images_body
 
 LAUNCHER = ("bench.stages_launch",)
 NAMES = ("nimctl", "vllm")
@@ -131,8 +129,6 @@ def summary(records: list[dict[str, float]], exchanges: list[Exchange]) -> dict[
 def run(rounds: int, text: int, images: int) -> dict[str, Any]:
     """Both servers started once; in each round each one runs a block of text-only and a
     block of image requests while the other is paused, so that both see the same machine."""
-    model_dir = ensure_tiny_model(CACHE)
-    engine_args = dict(ProfileStore.load([builtin_profiles_dir()]).get("tiny").engine_args)
     logdir = CACHE / "logs" / time.strftime("stages-%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     kinds = {
@@ -153,10 +149,7 @@ def run(rounds: int, text: int, images: int) -> dict[str, Any]:
             if name == "nimctl":
                 servers[name] = start_nimctl("tiny", log, env, launcher=LAUNCHER)
             else:
-                limits = {"image": IMAGE_COUNT}
-                servers[name] = start_vllm(
-                    model_dir, MODEL, engine_args, limits, log, HERMES, LAUNCHER, env=env
-                )
+                servers[name] = start_vllm(log, LAUNCHER, env=env)
             servers[name].pause()
         for round_ in range(rounds):
             for name in NAMES:

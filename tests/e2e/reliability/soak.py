@@ -43,8 +43,6 @@ import psutil
 from PIL import Image
 
 from bench.servers import CACHE, Running, start_nimctl, start_vllm
-from nimctl.modelgen.idefics3 import ensure_tiny_model
-from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from tests.support.server import REPO
 
 MODEL = "nimctl/tiny-vlm"
@@ -267,14 +265,13 @@ def summarize(
     )
 
 
-def start(name: str, log: Path, model_dir: Path, engine_args: dict[str, Any]) -> Running:
+def start(name: str, log: Path) -> Running:
     if name == "nimctl":
         extra = dict(
             item.split("=", 1) for item in os.environ.get("NIMCTL_SOAK_ENV", "").split() if item
         )
         return start_nimctl("tiny", log, extra)
-    hermes = ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
-    return start_vllm(model_dir, MODEL, engine_args, {"image": 5}, log, hermes)
+    return start_vllm(log)
 
 
 def soak_one(
@@ -283,13 +280,11 @@ def soak_one(
     concurrency: int,
     every_s: float,
     load: Load,
-    model_dir: Path,
-    engine_args: dict[str, Any],
     logdir: Path,
 ) -> ServerResult:
     log = logdir / f"soak-{name}.log"
     print(f"[soak] {name}: starting (log {log})", flush=True)
-    server = start(name, log, model_dir, engine_args)
+    server = start(name, log)
     outcome = Outcome()
     samples: list[tuple[float, float]] = []
     exit_code: int | None = None
@@ -417,15 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         for n in os.environ.get("NIMCTL_SOAK_SERVERS", "nimctl,vllm").split(",")
         if n.strip()
     ]
-    model_dir = ensure_tiny_model(CACHE)
-    engine_args = dict(ProfileStore.load([builtin_profiles_dir()]).get("tiny").engine_args)
     logdir = CACHE / "logs" / time.strftime("soak-%Y%m%dT%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     load = Load.make()
-    results = [
-        soak_one(name, minutes, concurrency, every_s, load, model_dir, engine_args, logdir)
-        for name in names
-    ]
+    results = [soak_one(name, minutes, concurrency, every_s, load, logdir) for name in names]
     document = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
