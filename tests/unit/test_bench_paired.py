@@ -11,8 +11,8 @@ from bench import paired
 
 
 def test_pairs_are_compared_pair_by_pair_not_as_two_pools():
-    # B's blocks drift 2x over the run and A is 10 % above B in every pair: the pair ratio
-    # sees 1.10 exactly, where the medians of the two sides alone would not.
+    # B's blocks drift 2x over the run and A is 10 % above B in every pair: every pair ratio,
+    # the interval and the pooled ratio see 1.10 exactly.
     b = [10.0, 20.0, 12.0, 18.0, 14.0]
     a = [x * 1.1 for x in b]
     figure = paired.compare(a, b)
@@ -20,6 +20,14 @@ def test_pairs_are_compared_pair_by_pair_not_as_two_pools():
     assert figure["low"] == pytest.approx(1.1) and figure["high"] == pytest.approx(1.1)
     assert figure["pooled"] == pytest.approx(1.1)
     assert figure["a"] == pytest.approx(15.4) and figure["b"] == pytest.approx(14.0)
+
+
+def test_the_ratio_is_the_median_pair_not_the_ratio_of_the_two_medians():
+    b = [10.0, 20.0, 30.0, 40.0, 50.0]
+    a = [11.0, 22.0, 24.0, 44.0, 55.0]  # 10 % above in four pairs of five, 20 % under in one
+    figure = paired.compare(a, b)
+    assert figure["a"] / figure["b"] == pytest.approx(0.8)  # what the medians alone would say
+    assert figure["ratio"] == pytest.approx(1.1)
 
 
 def test_the_interval_widens_with_noise_and_holds_the_median():
