@@ -59,11 +59,11 @@ reliability: install
 	# The memory soak: 30 min per server (NIMCTL_SOAK_MINUTES), nimctl then vLLM's own server.
 	$(BIN)/python -m tests.e2e.reliability.soak
 
-# Benchmarks, not tests: results go to docs/benchmarks.md (serving, paired short blocks for the
-# HTTP CPU per request, stage timings, in-process hotspots, py-spy profiles with flame graphs in
+# Benchmarks, not tests: results go to docs/benchmarks.md (serving, paired short blocks for
+# every target of issue 11, stage timings, in-process hotspots, py-spy profiles with flame graphs in
 # docs/flamegraphs/, intake, scrape) and docs/scaling.md (the frontend ceiling). nimctl and
 # vLLM's own server take turns, each alone.
-# Takes about 55 min on a quiet 2-core machine (85 on a busy one); run it there, alone.
+# Takes about 60 min on a quiet 2-core machine (90 on a busy one); run it there, alone.
 bench: install
 	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install

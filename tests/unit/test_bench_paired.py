@@ -60,6 +60,37 @@ def test_a_throughput_target_is_met_only_when_the_whole_interval_is_over_it(low,
     assert paired.verdict({"low": low, "high": high}, "output_tok_s", paired.MIN_PAIRS) == expected
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [(-1.0, 1.5, "met"), (1.0, 3.0, "not resolved"), (2.5, 4.0, "missed")],
+)
+def test_a_ttft_target_is_a_difference_of_two_milliseconds(low, high, expected):
+    assert paired.verdict({"low": low, "high": high}, "ttft_ms", paired.MIN_PAIRS) == expected
+
+
+def test_ttft_is_compared_as_a_difference_pair_by_pair():
+    b = [10.0, 40.0, 12.0, 30.0, 14.0]
+    a = [x + 1.5 for x in b]  # 1.5 ms later in every pair, whatever B's drift
+    figure = paired.compare(a, b, difference=True)
+    assert figure["ratio"] == pytest.approx(1.5)
+    assert figure["low"] == pytest.approx(1.5) and figure["high"] == pytest.approx(1.5)
+    assert figure["pooled"] == pytest.approx(1.5)
+
+
+def test_the_probe_p99_pools_each_sides_samples():
+    # One slow sample in one of A's twenty blocks: under 1 % of A's samples, so A's p99 stays
+    # with B's; in five of them (5 %) it is A's p99.
+    b = [[1.0] * 50 for _ in range(20)]
+    once = [[1.0] * 50 for _ in range(20)]
+    once[3][7] = 9.0
+    figure = paired.compare_p99(once, b)
+    assert figure["ratio"] == pytest.approx(1.0) and figure["high"] >= 1.0
+    often = [[1.0] * 45 + [9.0] * 5 for _ in range(20)]
+    figure = paired.compare_p99(often, b)
+    assert figure["ratio"] == pytest.approx(9.0) and figure["low"] == pytest.approx(9.0)
+    assert paired.verdict(figure, "probe_p99_ms", 20) == "missed"
+
+
 def test_a_handful_of_pairs_gets_no_verdict():
     figure = {"low": 0.90, "high": 0.95}
     assert "pairs" in paired.verdict(figure, "cpu_ms_per_request", paired.MIN_PAIRS - 1)
@@ -128,6 +159,50 @@ def test_against_itself_the_report_asks_whether_the_interval_holds_one():
         "blocks": {"c=16": {"A": off, "B": same}},
     }
     text = paired.report(result)
-    assert "| interval holds 1.00 |" in text and "target" not in text
+    assert "| interval holds no difference |" in text and "target" not in text
     cpu, tokens = (line for line in text.splitlines() if line.startswith("| c=16"))
     assert cpu.endswith("| no |") and tokens.endswith("| yes |")
+
+
+def test_the_report_has_a_row_for_every_target_of_the_issue():
+    def chat(cpu: float, ttft: float, tokens: float = 900.0) -> dict[str, float]:
+        return {"cpu_ms_per_request": cpu, "output_tok_s": tokens, "ttft_ms": ttft}
+
+    def images(rate: float) -> dict[str, float]:
+        return {"cpu_ms_per_request": 150.0, "requests_per_s": rate}
+
+    workloads = [w for w in paired.WORKLOADS if w.name in ("c=1, kept-alive", "5 images, c=4")]
+    probe = next(w for w in paired.WORKLOADS if w.kind == "probe")
+    result = {
+        "baseline": "vllm",
+        "seconds": 900.0,
+        "workloads": [{**vars(w), "pairs": 12} for w in (*workloads, probe)],
+        "blocks": {
+            "c=1, kept-alive": {
+                "A": [chat(30.0, 12.0 + i, 900.0 + 30 * (-1) ** i) for i in range(12)],
+                "B": [chat(33.0, 12.5 + i) for i in range(12)],
+            },
+            "5 images, c=4": {
+                "A": [images(5.0) for _ in range(12)],
+                "B": [images(4.0) for _ in range(12)],
+            },
+            probe.name: {
+                "A": [{"probe_ms": [2.0] * 40} for _ in range(12)],
+                "B": [{"probe_ms": [3.0] * 40} for _ in range(12)],
+            },
+        },
+    }
+    rows = {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): line
+        for line in paired.report(result).splitlines()
+        if line.startswith("| c=") or line.startswith("| 5 images")
+    }
+    ttft = rows[("c=1, kept-alive: 12 pairs of 4 x 64 tokens", "TTFT p50")]
+    assert "| -0.50 |" in ttft and ttft.endswith("| <= B + 2 ms: met |")
+    assert rows[("c=1, kept-alive: 12 pairs of 4 x 64 tokens", "output tok/s")].endswith(
+        "| >= 1.00: not resolved |"  # 3 % above in half the pairs, under in the other half
+    )
+    rate = rows[("5 images, c=4: 12 pairs of 8 requests", "requests/s")]
+    assert "| 1.250 |" in rate and rate.endswith("| >= 1.00: met |")
+    health = rows[(f"{probe.name}: 12 pairs of {probe.requests} x 128 tokens", "health probe p99")]
+    assert "p99 2.0 ms" in health and health.endswith("| <= 1.00: met |")
