@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from bench.servers import start_nimctl, start_vllm
-from nimctl.media.fetch import FetchPolicy, MediaFetcher, parse_allowlist
+from nimctl.allowlist import parse_allowlist
+from nimctl.media.fetch import FetchPolicy, MediaFetcher
 from nimctl.media.intake import MediaIntake, MediaLimits
 from nimctl.profiles import ProfileStore, builtin_profiles_dir
 from tests.support.image_server import ImageServer
