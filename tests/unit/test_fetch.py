@@ -442,6 +442,53 @@ async def test_connection_pinned_to_vetted_ip_with_sni_of_url_host() -> None:
     assert calls == ["images.test"]
 
 
+class _CannedStream(httpcore.AsyncNetworkStream):
+    """Plays one HTTP response back, recording how many bytes each read asked for; it stands
+    for the TLS stream too (start_tls returns it)."""
+
+    def __init__(self, response: bytes, reads: list[int]) -> None:
+        self._left = response
+        self.reads = reads
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self.reads.append(max_bytes)
+        chunk, self._left = self._left[:max_bytes], self._left[max_bytes:]
+        return chunk
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: Any = None
+    ) -> httpcore.AsyncNetworkStream:
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        return None
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_media_body_is_read_a_mebibyte_at_a_time(scheme: str) -> None:
+    """httpcore asks for 64 KiB per read; each read is a trip through httpcore, h11 and anyio,
+    so megabytes of media are read in 1 MiB pieces instead, over TLS too."""
+    body = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    reads: list[int] = []
+
+    class Canned(httpcore.AsyncNetworkBackend):
+        async def connect_tcp(self, host: str, port: int, **_: Any) -> httpcore.AsyncNetworkStream:
+            return _CannedStream(response, reads)
+
+    backend = _PinnedBackend(FetchPolicy(), resolver({}, []), Canned())
+    async with httpcore.AsyncConnectionPool(network_backend=backend) as pool:
+        answer = await pool.request("GET", f"{scheme}://93.184.215.14/a.png")
+    assert answer.content == body
+    assert reads and min(reads) >= 2**20
+
+
 def _self_signed(hostname: str, directory: Path) -> tuple[Path, Path, str]:
     """A certificate for `hostname` only: (cert file, key file, cert PEM)."""
     pytest.importorskip("cryptography")
