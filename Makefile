@@ -63,7 +63,7 @@ reliability: install
 # every target of issue 11, stage timings, in-process hotspots, py-spy profiles with flame graphs in
 # docs/flamegraphs/, intake, scrape) and docs/scaling.md (the frontend ceiling). nimctl and
 # vLLM's own server take turns, each alone.
-# Took 28 min on a quiet 2-core Intel Xeon (2026-12-03), 60-90 on a slower or busy one; run it alone.
+# Took 28 min on a quiet 2-core Intel Xeon (2026-12-03); about twice that on a slower one. Run it alone.
 bench: install
 	$(BIN)/pip install --quiet -e '.[cpu,test,bench]'
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec  # see install

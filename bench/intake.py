@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.servers import start_nimctl, start_vllm
+from bench.servers import MODEL, start_nimctl, start_vllm
 from nimctl.allowlist import parse_allowlist
 from nimctl.media.fetch import FetchPolicy, MediaFetcher
 from nimctl.media.intake import MediaIntake, MediaLimits
@@ -36,7 +36,6 @@ from tests.support.image_server import ImageServer
 
 IMAGES = 5
 ROUNDS = 15
-MODEL = "nimctl/tiny-vlm"
 
 # The images' cache-key hash: the engine's default (`VllmEngine.media_hash`).
 HASH = "blake3"

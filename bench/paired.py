@@ -117,10 +117,6 @@ def cpu_between(before: dict[int, int], after: dict[int, int]) -> float | None:
     return sum(after[t] - before[t] for t in after) / 1e9
 
 
-def health_path(server: Running) -> str:
-    return "/v1/health/live" if server.name == "nimctl" else "/health"
-
-
 def block(server: Running, work: Workload, body: bytes, attempts: int = 3) -> dict[str, Any]:
     """One block of `work` on `server` (resumed), its figures by name (probe: the samples)."""
     pid = server.http_pids()[0]
@@ -128,9 +124,7 @@ def block(server: Running, work: Workload, body: bytes, attempts: int = 3) -> di
     sse = work.kind != "images"
     for _ in range(attempts):
         asyncio.run(closed_loop(server.port, [request], 1, sse=sse))  # wakes the engine
-        probe = (
-            ProbeLatency(server.base_url + health_path(server)) if work.kind == "probe" else None
-        )
+        probe = ProbeLatency(server.base_url + server.live_path) if work.kind == "probe" else None
         before = thread_times(pid)
         try:
             done, wall = asyncio.run(
@@ -214,9 +208,13 @@ def bootstrap_median(
     """A percentile bootstrap interval for the median of `ratios` (pairs resampled)."""
     rng = np.random.default_rng(0)  # the same data gives the same interval
     sample = np.asarray(ratios)
-    medians = np.median(rng.choice(sample, size=(draws, sample.size)), axis=1)
+    return percentiles(np.median(rng.choice(sample, size=(draws, sample.size)), axis=1), level)
+
+
+def percentiles(draws: Any, level: float = INTERVAL) -> tuple[float, float]:
+    """The central `level` of a bootstrap's draws."""
     tail = (1 - level) / 2
-    return float(np.quantile(medians, tail)), float(np.quantile(medians, 1 - tail))
+    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
 
 
 def compare(a: list[float], b: list[float], difference: bool = False) -> dict[str, float]:
@@ -248,20 +246,23 @@ def p99(samples: list[float]) -> float:
 def compare_p99(a: list[list[float]], b: list[list[float]], draws: int = 2000) -> dict[str, float]:
     """A's p99 over B's, each of all its blocks' samples; the interval resamples pairs of
     blocks (a p99 of one block's hundred samples is its largest one or two: too noisy to pair)."""
-    pooled = p99([x for block in a for x in block]) / p99([x for block in b for x in block])
+
+    def pooled(blocks: list[list[float]], picks: Any) -> float:
+        return p99([x for i in picks for x in blocks[i]])
+
+    every = range(len(a))
+    ratio = pooled(a, every) / pooled(b, every)
     rng = np.random.default_rng(0)
-    ratios = []
-    for picks in rng.integers(0, len(a), size=(draws, len(a))):
-        ratios.append(p99([x for i in picks for x in a[i]]) / p99([x for i in picks for x in b[i]]))
-    tail = (1 - INTERVAL) / 2
+    picked = rng.integers(0, len(a), size=(draws, len(a)))
+    low, high = percentiles([pooled(a, picks) / pooled(b, picks) for picks in picked])
     per_pair = [p99(x) / p99(y) for x, y in zip(a, b, strict=True)]
     return {
-        "a": p99([x for block in a for x in block]),
-        "b": p99([x for block in b for x in block]),
-        "ratio": pooled,
-        "low": float(np.quantile(ratios, tail)),
-        "high": float(np.quantile(ratios, 1 - tail)),
-        "pooled": pooled,
+        "a": pooled(a, every),
+        "b": pooled(b, every),
+        "ratio": ratio,
+        "low": low,
+        "high": high,
+        "pooled": ratio,
         "min": min(per_pair),
         "max": max(per_pair),
     }
@@ -299,16 +300,12 @@ def verdict(figure: dict[str, float], key: str, pairs: int) -> str:
     target is inside it."""
     if pairs < MIN_PAIRS:
         return f"fewer than {MIN_PAIRS} pairs"
-    spec = FIGURES[key]
-    good, bad = (figure["low"], figure["high"])
-    if not spec.higher_is_better:
-        good, bad = -figure["high"], -figure["low"]
-        target = -spec.target
+    spec, low, high = FIGURES[key], figure["low"], figure["high"]
+    if spec.higher_is_better:
+        met, missed = low >= spec.target, high < spec.target
     else:
-        target = spec.target
-    if good >= target:
-        return "met"
-    return "missed" if bad < target else "not resolved"
+        met, missed = high <= spec.target, low > spec.target
+    return "met" if met else "missed" if missed else "not resolved"
 
 
 def target_text(key: str) -> str:

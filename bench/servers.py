@@ -90,6 +90,11 @@ class Running:
     def port(self) -> int:
         return int(self.base_url.rsplit(":", 1)[1])
 
+    @property
+    def live_path(self) -> str:
+        """The liveness probe: NIM's `/v1/health/live`, vLLM's server's `/health`."""
+        return "/v1/health/live" if self.name == "nimctl" else "/health"
+
     def stop(self) -> None:
         if self.paused:
             self.resume()

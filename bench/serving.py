@@ -423,8 +423,7 @@ def turn(
         for c in plan.concurrencies
     }
     if plan.probe:
-        path = "/v1/health/live" if server.name == "nimctl" else "/health"
-        probe = ProbeLatency(server.base_url + path)
+        probe = ProbeLatency(server.base_url + server.live_path)
         try:
             measured(server, model_dir, top, plan.probe_prompts_for(top), 100 + round_, failures)
         finally:
